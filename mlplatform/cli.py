@@ -1,0 +1,244 @@
+"""``mlplatform``: run the lifecycle once, show its state, open the UI.
+
+Every command works on the state folder named by ``MLPLATFORM_HOME`` (default
+``./data``), with ``DAGSTER_HOME`` inside it, so ``mlplatform ui`` shows exactly
+the runs and materializations that ``mlplatform run`` made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from mlplatform.paths import HOME_ENV, StatePaths
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_RUN_FAILED = 1
+EXIT_GATE_FAILED = 3
+
+
+def _instance_yaml() -> Path:
+    """The local instance settings: the checkout's ``dagster.yaml``, else the packaged copy."""
+    checkout = Path(__file__).resolve().parents[1] / "dagster.yaml"
+    if checkout.is_file():
+        return checkout
+    return Path(str(resources.files("mlplatform") / "dagster.yaml"))
+
+
+def prepare_state(paths: StatePaths) -> None:
+    """Create the state folders and point ``DAGSTER_HOME`` at the one inside them."""
+    paths.ensure()
+    os.environ[HOME_ENV] = str(paths.root)
+    os.environ["DAGSTER_HOME"] = str(paths.dagster_home)
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    target = paths.dagster_home / "dagster.yaml"
+    source = _instance_yaml()
+    if not target.exists() or target.read_bytes() != source.read_bytes():
+        shutil.copyfile(source, target)
+
+
+def _generate(paths: StatePaths, rows: int, seed: int | None) -> Path:
+    import pandas as pd
+
+    from mlplatform.core.generator import generate_ai4i
+    from mlplatform.definitions import build_definitions
+    from mlplatform.resources.feature_store import FeatureStore
+    from mlplatform.resources.landing import LandingArea
+
+    resources_ = build_definitions(paths).resources
+    store: FeatureStore = resources_["feature_store"]
+    landing: LandingArea = resources_["landing"]
+    stored = store.read_observations()
+    last_id = int(stored["udi"].max()) if not stored.empty else 0
+    for pending in landing.pending():
+        if pending.path.suffix == ".csv":
+            ids = pd.read_csv(pending.path, usecols=["UDI"])["UDI"]
+            last_id = max(last_id, int(ids.max()) if len(ids) else 0)
+    batch_seed = seed if seed is not None else last_id
+    frame = generate_ai4i(rows, seed=batch_seed, start_udi=last_id + 1)
+    return landing.drop(frame, f"sample_{last_id + 1:08d}_{last_id + rows:08d}.csv")
+
+
+def _run_config(args: argparse.Namespace) -> dict[str, Any]:
+    ops: dict[str, Any] = {}
+    training: dict[str, Any] = {}
+    if args.model:
+        training["model_name"] = args.model
+    if args.threshold is not None:
+        training["decision_threshold"] = args.threshold
+    if training:
+        ops["candidate_model"] = {"config": training}
+    gate: dict[str, Any] = {}
+    if args.min_recall is not None:
+        gate["min_recall"] = args.min_recall
+    if args.min_precision is not None:
+        gate["min_precision"] = args.min_precision
+    if gate:
+        ops["gate_decision"] = {"config": gate}
+    return {"ops": ops} if ops else {}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Generate a sample batch (unless told not to) and materialize the whole graph."""
+    paths = StatePaths.from_env()
+    prepare_state(paths)
+    if args.rows > 0:
+        landed = _generate(paths, args.rows, args.seed)
+        print(f"generated {args.rows:,} sample rows -> {landed}")
+
+    import dagster as dg
+
+    from mlplatform.defs.jobs import TRAIN_AND_SCORE
+    from mlplatform.definitions import build_definitions
+
+    defs = build_definitions(paths)
+    job = defs.resolve_job_def(TRAIN_AND_SCORE)
+    started = time.perf_counter()
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(
+            instance=instance, run_config=_run_config(args), raise_on_error=False
+        )
+    elapsed = time.perf_counter() - started
+    status = "SUCCESS" if result.success else "FAILURE"
+    print(f"\nrun {result.run_id} ({TRAIN_AND_SCORE}): {status} in {elapsed:.1f} s")
+    code = _report(paths, result)
+    print(f"\nopen the Dagster UI on this state:  {_ui_hint(paths)}")
+    return code
+
+
+def _ui_hint(paths: StatePaths) -> str:
+    exe = Path(sys.executable).parent
+    return (f"{HOME_ENV}={paths.root} {exe / 'mlplatform'} ui   "
+            f"(= DAGSTER_HOME={paths.dagster_home} {exe / 'dagster'} dev -w workspace.yaml)")
+
+
+def _report(paths: StatePaths, result: Any) -> int:
+    import dagster as dg
+
+    failures = [e for e in result.all_events if e.is_step_failure]
+    for event in failures:
+        error = event.step_failure_data.error
+        print(f"  step {event.step_key} failed: {error.message.strip() if error else ''}")
+    gate = None
+    if any(e.step_key == "gate_decision" and e.is_successful_output for e in result.all_events):
+        gate = result.output_for_node("gate_decision")
+        print(f"  {gate.summary()}")
+    for event in result.all_events:
+        if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            data = event.event_specific_data
+            print(f"  check {data.check_name}: {'passed' if data.passed else 'FAILED'}")
+    code = _print_state(paths)
+    if failures:
+        return EXIT_RUN_FAILED
+    if gate is not None and not gate.passed:
+        print("  gate failed: the champion is unchanged (exit code 3)")
+        return EXIT_GATE_FAILED
+    return code
+
+
+def _print_state(paths: StatePaths) -> int:
+    from mlplatform.definitions import build_definitions
+    from mlplatform.resources.mlflow_registry import MlflowRegistry
+    from mlplatform.resources.predictions import PredictionStore
+
+    resources_ = build_definitions(paths).resources
+    registry: MlflowRegistry = resources_["mlflow_registry"]
+    predictions: PredictionStore = resources_["prediction_store"]
+    champion = registry.champion()
+    print(f"\nstate folder:  {paths.root}")
+    if champion is None:
+        print("champion:      none yet (no model has passed the recall gate)")
+    else:
+        metrics = registry.run_metrics(champion)
+        print(f"champion:      models:/{champion.name}@{registry.champion_alias} = version "
+              f"{champion.version} (MLflow run {champion.run_id})")
+        shown = ("recall", "precision", "f1", "roc_auc", "pr_auc")
+        print("metrics:       " + ", ".join(f"{k} {metrics[k]:.4f}" for k in shown
+                                            if k in metrics))
+    print(f"MLflow store:  {registry.tracking_uri}   (browse: "
+          f"{Path(sys.executable).parent / 'mlflow'} ui --backend-store-uri "
+          f"{registry.tracking_uri})")
+    files = predictions.files()
+    print(f"predictions:   {files[-1] if files else 'none yet'}")
+    print(f"feature table: {paths.feature_store / 'feature_table.parquet'}")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print the champion, its metrics and where the outputs are."""
+    paths = StatePaths.from_env()
+    prepare_state(paths)
+    return _print_state(paths)
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """Start ``dagster dev`` on the same state (replaces this process)."""
+    paths = StatePaths.from_env()
+    prepare_state(paths)
+    workspace = Path(__file__).resolve().parents[1] / "workspace.yaml"
+    dagster = shutil.which("dagster", path=str(Path(sys.executable).parent)) or "dagster"
+    argv = [dagster, "dev", "-h", args.host, "-p", str(args.port)]
+    if workspace.is_file():
+        argv += ["-w", str(workspace)]
+    else:
+        argv += ["-m", "mlplatform.definitions"]
+    os.execv(dagster, argv)
+    return EXIT_OK  # pragma: no cover
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Drop a generated sample batch into the landing folder."""
+    paths = StatePaths.from_env()
+    prepare_state(paths)
+    print(_generate(paths, args.rows, args.seed))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    parser = argparse.ArgumentParser(prog="mlplatform", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="generate sample data and run the whole lifecycle once")
+    run.add_argument("--rows", type=int, default=10_000,
+                     help="sample rows to generate first (0: use only what is in landing/)")
+    run.add_argument("--seed", type=int, default=None, help="generator seed")
+    run.add_argument("--model", default=None, help="candidate to train")
+    run.add_argument("--threshold", type=float, default=None, help="decision threshold")
+    run.add_argument("--min-recall", type=float, default=None, help="gate: minimum recall")
+    run.add_argument("--min-precision", type=float, default=None,
+                     help="gate: minimum precision")
+    run.set_defaults(func=cmd_run)
+
+    status = sub.add_parser("status", help="show the champion, its metrics and the outputs")
+    status.set_defaults(func=cmd_status)
+
+    ui = sub.add_parser("ui", help="open the Dagster UI on the same state (dagster dev)")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.set_defaults(func=cmd_ui)
+
+    gen = sub.add_parser("generate", help="drop generated sample data into landing/")
+    gen.add_argument("--rows", type=int, default=10_000)
+    gen.add_argument("--seed", type=int, default=None)
+    gen.set_defaults(func=cmd_generate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``mlplatform`` command."""
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

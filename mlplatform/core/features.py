@@ -1,0 +1,63 @@
+"""Feature table construction: model inputs plus derived domain features.
+
+Identifier and leakage columns are dropped from the model's inputs here, by the
+declared schema, not by a hand-kept list.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from mlplatform.core.schema import DatasetSpec
+
+__all__ = ["build_feature_table", "model_inputs"]
+
+
+def build_feature_table(observations: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+    """Entity id, raw features, derived features and target, one row per observation.
+
+    Parameters
+    ----------
+    observations : DataFrame
+        Typed, validated rows (canonical names), e.g. from the raw store.
+    spec : DatasetSpec
+        The declared schema.
+
+    Returns
+    -------
+    DataFrame
+        Columns: entity id, every model feature, the target, then any lineage
+        columns present in ``observations`` (``source_file``, ``ingested_at``).
+        Leakage and other identifier columns are not carried.
+    """
+    missing = [c for c in [spec.entity_id, spec.target, *spec.categorical_features]
+               if c not in observations.columns]
+    raw_numeric = [f for f in spec.numeric_features if f not in {d.name for d in spec.derived}]
+    missing += [c for c in raw_numeric if c not in observations.columns]
+    if missing:
+        raise KeyError(f"observations lack the columns {missing} declared by {spec.name!r}")
+    table = observations[[spec.entity_id, *raw_numeric, *spec.categorical_features]].copy()
+    for derived in spec.derived:
+        table[derived.name] = derived.compute(observations).astype("float64").to_numpy()
+    table[spec.target] = observations[spec.target].astype("int64").to_numpy()
+    lineage = [c for c in ("source_file", "ingested_at") if c in observations.columns]
+    for c in lineage:
+        table[c] = observations[c].to_numpy()
+    ordered = [spec.entity_id, *spec.model_features, spec.target, *lineage]
+    return table[ordered].reset_index(drop=True)
+
+
+def model_inputs(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+    """Exactly the columns a model may see, in the declared order.
+
+    Raises
+    ------
+    KeyError
+        Naming the missing columns, when ``frame`` lacks any model feature.
+    """
+    missing = [c for c in spec.model_features if c not in frame.columns]
+    if missing:
+        raise KeyError(f"model inputs missing columns {missing}")
+    forbidden = set(spec.excluded_from_model) | {spec.target}
+    columns = [c for c in spec.model_features if c not in forbidden]
+    return frame[columns]

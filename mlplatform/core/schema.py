@@ -1,0 +1,211 @@
+"""Declared schema of a dataset: every column's type, unit, allowed values and role.
+
+The schema is declared once and drives typing of landed files, row validation,
+feature selection and the model signature. Identifier and leakage columns are
+declared here and are never handed to a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "AI4I",
+    "ColumnSpec",
+    "DatasetSpec",
+    "DerivedFeature",
+    "Role",
+]
+
+
+class Role(StrEnum):
+    """What a column is for."""
+
+    FEATURE = "feature"
+    TARGET = "target"
+    IDENTIFIER = "identifier"
+    LEAKAGE = "leakage"
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One column of a landed file.
+
+    Parameters
+    ----------
+    name : str
+        Canonical (snake_case) name used in the feature store and by models.
+    source : str
+        Column header in landed files.
+    dtype : {"int64", "float64", "string"}
+        Storage type.
+    role : Role
+        Feature, target, identifier or leakage.
+    unit : str, optional
+        Physical unit, for documentation and plots.
+    min_value, max_value : float, optional
+        Inclusive range from the column's physical meaning.
+    allowed : tuple of str, optional
+        Allowed values of a categorical column.
+    required : bool
+        Whether a landed file must carry the column.
+    """
+
+    name: str
+    source: str
+    dtype: str
+    role: Role
+    unit: str | None = None
+    min_value: float | None = None
+    max_value: float | None = None
+    allowed: tuple[str, ...] | None = None
+    required: bool = True
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.dtype not in {"int64", "float64", "string"}:
+            raise ValueError(f"column {self.name!r}: unsupported dtype {self.dtype!r}")
+
+    @property
+    def is_numeric(self) -> bool:
+        """Whether the column holds numbers."""
+        return self.dtype in {"int64", "float64"}
+
+
+@dataclass(frozen=True)
+class DerivedFeature:
+    """A feature computed from other columns of the same row."""
+
+    name: str
+    unit: str
+    description: str
+    compute: Callable[[pd.DataFrame], pd.Series]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """The full declaration of a dataset the platform trains on."""
+
+    name: str
+    columns: tuple[ColumnSpec, ...]
+    entity_id: str
+    target: str
+    derived: tuple[DerivedFeature, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        names = [c.name for c in self.columns]
+        if len(set(names)) != len(names):
+            raise ValueError(f"dataset {self.name!r}: duplicate column names in {names}")
+        if self.entity_id not in names:
+            raise ValueError(f"dataset {self.name!r}: entity id {self.entity_id!r} not declared")
+        if self.target not in names:
+            raise ValueError(f"dataset {self.name!r}: target {self.target!r} not declared")
+        if self.column(self.target).role is not Role.TARGET:
+            raise ValueError(f"dataset {self.name!r}: {self.target!r} must have role 'target'")
+        for d in self.derived:
+            if d.name in names:
+                raise ValueError(f"dataset {self.name!r}: derived {d.name!r} shadows a column")
+
+    def column(self, name: str) -> ColumnSpec:
+        """The spec of column ``name``."""
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(f"dataset {self.name!r} has no column {name!r}")
+
+    def names(self, role: Role) -> list[str]:
+        """Canonical names of the columns with ``role``, in declared order."""
+        return [c.name for c in self.columns if c.role is role]
+
+    @property
+    def excluded_from_model(self) -> list[str]:
+        """Identifier and leakage columns: never model inputs."""
+        return self.names(Role.IDENTIFIER) + self.names(Role.LEAKAGE)
+
+    @property
+    def categorical_features(self) -> list[str]:
+        """Raw feature columns of string type (one-hot encoded by the model)."""
+        return [c.name for c in self.columns if c.role is Role.FEATURE and not c.is_numeric]
+
+    @property
+    def numeric_features(self) -> list[str]:
+        """Raw numeric feature columns followed by the derived features (scaled)."""
+        raw = [c.name for c in self.columns if c.role is Role.FEATURE and c.is_numeric]
+        return raw + [d.name for d in self.derived]
+
+    @property
+    def model_features(self) -> list[str]:
+        """Every column a model sees, in a fixed order."""
+        return self.numeric_features + self.categorical_features
+
+    @property
+    def source_to_name(self) -> dict[str, str]:
+        """Map from landed-file headers to canonical names."""
+        return {c.source: c.name for c in self.columns}
+
+
+def _temperature_difference(df: pd.DataFrame) -> pd.Series:
+    return (df["process_temperature_k"] - df["air_temperature_k"]).rename("temp_diff_k")
+
+
+def _mechanical_power(df: pd.DataFrame) -> pd.Series:
+    omega = df["rotational_speed_rpm"].astype("float64") * (2.0 * np.pi / 60.0)
+    return (df["torque_nm"] * omega).rename("power_w")
+
+
+def _tool_strain(df: pd.DataFrame) -> pd.Series:
+    return (df["tool_wear_min"].astype("float64") * df["torque_nm"]).rename("strain_min_nm")
+
+
+AI4I = DatasetSpec(
+    name="ai4i2020",
+    entity_id="udi",
+    target="machine_failure",
+    columns=(
+        ColumnSpec("udi", "UDI", "int64", Role.IDENTIFIER, min_value=0,
+                   description="Row id; unique per observation."),
+        ColumnSpec("product_id", "Product ID", "string", Role.IDENTIFIER,
+                   description="Quality letter and serial number."),
+        ColumnSpec("type", "Type", "string", Role.FEATURE, allowed=("L", "M", "H"),
+                   description="Product quality variant: low, medium, high."),
+        ColumnSpec("air_temperature_k", "Air temperature [K]", "float64", Role.FEATURE,
+                   unit="K", min_value=250.0, max_value=350.0,
+                   description="Ambient air temperature."),
+        ColumnSpec("process_temperature_k", "Process temperature [K]", "float64", Role.FEATURE,
+                   unit="K", min_value=250.0, max_value=400.0,
+                   description="Process temperature."),
+        ColumnSpec("rotational_speed_rpm", "Rotational speed [rpm]", "int64", Role.FEATURE,
+                   unit="rpm", min_value=0, max_value=10_000,
+                   description="Spindle speed."),
+        ColumnSpec("torque_nm", "Torque [Nm]", "float64", Role.FEATURE, unit="Nm",
+                   min_value=0.0, max_value=200.0, description="Torque; never negative."),
+        ColumnSpec("tool_wear_min", "Tool wear [min]", "int64", Role.FEATURE, unit="min",
+                   min_value=0, max_value=1_000, description="Minutes the tool has been used."),
+        ColumnSpec("machine_failure", "Machine failure", "int64", Role.TARGET,
+                   allowed=None, min_value=0, max_value=1,
+                   description="1 if any failure mode occurred."),
+        ColumnSpec("twf", "TWF", "int64", Role.LEAKAGE, min_value=0, max_value=1,
+                   required=False, description="Tool wear failure (leaks the target)."),
+        ColumnSpec("hdf", "HDF", "int64", Role.LEAKAGE, min_value=0, max_value=1,
+                   required=False, description="Heat dissipation failure (leaks the target)."),
+        ColumnSpec("pwf", "PWF", "int64", Role.LEAKAGE, min_value=0, max_value=1,
+                   required=False, description="Power failure (leaks the target)."),
+        ColumnSpec("osf", "OSF", "int64", Role.LEAKAGE, min_value=0, max_value=1,
+                   required=False, description="Overstrain failure (leaks the target)."),
+        ColumnSpec("rnf", "RNF", "int64", Role.LEAKAGE, min_value=0, max_value=1,
+                   required=False, description="Random failure (leaks the target)."),
+    ),
+    derived=(
+        DerivedFeature("temp_diff_k", "K", "Process minus air temperature (heat dissipation).",
+                       _temperature_difference),
+        DerivedFeature("power_w", "W", "Torque times angular speed (power failure).",
+                       _mechanical_power),
+        DerivedFeature("strain_min_nm", "min·Nm", "Tool wear times torque (overstrain).",
+                       _tool_strain),
+    ),
+)

@@ -1,0 +1,1 @@
+"""Dagster definitions: thin assets over :mod:`mlplatform.core`, grouped by concern."""

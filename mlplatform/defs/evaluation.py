@@ -1,0 +1,125 @@
+"""Evaluation: metrics on the untouched test split, and the recall gate's decision."""
+
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from mlplatform.core.digest import frame_digest
+from mlplatform.core.evaluation import CandidateEvaluation, evaluate, metrics_from_predictions
+from mlplatform.core.features import model_inputs
+from mlplatform.core.gate import GateDecision, GateThresholds, decide
+from mlplatform.core.models import TrainedModel
+from mlplatform.core.plots import confusion_matrix_png, precision_recall_png, roc_png
+from mlplatform.core.split import SPLIT_COLUMN
+from mlplatform.defs.common import DATASET, EVALUATION, image_md
+from mlplatform.resources.mlflow_registry import MlflowRegistry
+
+
+class GateConfig(dg.Config):
+    """Thresholds of the recall gate."""
+
+    min_recall: float = Field(default=0.75, description="Minimum recall on the test split.")
+    min_precision: float = Field(
+        default=0.50, description="Minimum precision: a model that flags everything fails."
+    )
+    max_recall_drop_vs_champion: float = Field(
+        default=0.05,
+        description="How much lower than the champion's recall (same test rows) is tolerated.",
+    )
+
+
+@dg.asset(group_name=EVALUATION, kinds={"sklearn", "mlflow"}, owners=["team:ml-platform"])
+def model_evaluation(
+    context: dg.AssetExecutionContext,
+    candidate_model: TrainedModel,
+    train_test_split: pd.DataFrame,
+    mlflow_registry: MlflowRegistry,
+) -> dg.Output[CandidateEvaluation]:
+    """Recall, precision, F1, ROC-AUC, PR-AUC and confusion matrix on the untouched test rows (and the champion's on the same rows)."""
+    test = train_test_split[train_test_split[SPLIT_COLUMN] == "test"]
+    x, y = model_inputs(test, DATASET), test[DATASET.target].to_numpy()
+    scores = candidate_model.pipeline.predict_proba(x)[:, 1]
+    report = metrics_from_predictions(y, candidate_model.pipeline.predict(x), scores)
+
+    champion_ref = mlflow_registry.champion()
+    champion_report = candidate_same_rows = None
+    if champion_ref is not None:
+        seen = mlflow_registry.training_ids(champion_ref)
+        shared = test[~test[DATASET.entity_id].isin(seen)]
+        champion_report = evaluate(mlflow_registry.load(champion_ref), shared, DATASET)
+        candidate_same_rows = evaluate(candidate_model.pipeline, shared, DATASET)
+        context.log.info(
+            f"on the {len(shared)} test rows champion v{champion_ref.version} never trained on: "
+            f"champion recall {champion_report.recall:.4f}, "
+            f"candidate recall {candidate_same_rows.recall:.4f}"
+        )
+    plots = {
+        "confusion_matrix.png": confusion_matrix_png(report.confusion_matrix()),
+        "precision_recall.png": precision_recall_png(y, scores, candidate_model.threshold),
+        "roc.png": roc_png(y, scores),
+    }
+    result = CandidateEvaluation(
+        candidate=report,
+        test_digest=frame_digest(test),
+        plots=plots,
+        champion_version=champion_ref.version if champion_ref else None,
+        champion=champion_report,
+        candidate_same_rows=candidate_same_rows,
+    )
+    context.log.info(
+        f"candidate recall {report.recall:.4f}, precision {report.precision:.4f}, "
+        f"ROC-AUC {report.roc_auc:.4f} on {report.n_rows} test rows"
+    )
+    metadata: dict[str, object] = {k: v for k, v in report.metrics().items()}
+    metadata["confusion_matrix"] = dg.MetadataValue.json(
+        {"rows: actual [no failure, failure]": report.confusion_matrix()}
+    )
+    if champion_report is not None and candidate_same_rows is not None:
+        metadata["champion_version"] = str(result.champion_version)
+        metadata["comparison_rows"] = champion_report.n_rows
+        metadata["champion_recall_same_rows"] = champion_report.recall
+        metadata["candidate_recall_same_rows"] = candidate_same_rows.recall
+    metadata["confusion_matrix_plot"] = image_md(plots["confusion_matrix.png"], "confusion matrix")
+    metadata["precision_recall_plot"] = image_md(plots["precision_recall.png"], "PR curve")
+    metadata["roc_plot"] = image_md(plots["roc.png"], "ROC curve")
+    return dg.Output(result, metadata=metadata)
+
+
+@dg.asset(group_name=EVALUATION, owners=["team:ml-platform"])
+def gate_decision(
+    context: dg.AssetExecutionContext, config: GateConfig, model_evaluation: CandidateEvaluation
+) -> dg.Output[GateDecision]:
+    """The recall gate's structured decision: every criterion with its value, threshold and verdict."""
+    thresholds = GateThresholds(
+        min_recall=config.min_recall,
+        min_precision=config.min_precision,
+        max_recall_drop_vs_champion=config.max_recall_drop_vs_champion,
+    )
+    champion, same_rows = model_evaluation.champion, model_evaluation.candidate_same_rows
+    decision = decide(
+        model_evaluation.candidate.metrics(),
+        thresholds,
+        champion.metrics() if champion is not None else None,
+        same_rows.metrics() if same_rows is not None else None,
+    )
+    log = context.log.info if decision.passed else context.log.warning
+    log(decision.summary())
+    return dg.Output(decision, metadata=gate_metadata(decision))
+
+
+def gate_metadata(decision: GateDecision) -> dict[str, object]:
+    """Decision metadata: the verdict and a table of criteria."""
+    rows = "\n".join(
+        f"| {c.name} | {c.value:.4f} | {c.comparison} {c.threshold:.4f} | "
+        f"{'pass' if c.passed else '**FAIL**'} |"
+        for c in decision.criteria
+    )
+    return {
+        "passed": decision.passed,
+        "first_model": decision.first_model,
+        "criteria": dg.MetadataValue.md(
+            "| criterion | value | threshold | verdict |\n|---|---|---|---|\n" + rows
+        ),
+        "decision": dg.MetadataValue.json(decision.to_dict()),
+    }

@@ -1,0 +1,28 @@
+"""Jobs, named for what they do."""
+
+
+import dagster as dg
+
+from mlplatform.defs.common import INFERENCE, INGESTION
+
+TRAIN_AND_SCORE = "train_and_score"
+BATCH_INFERENCE = "batch_inference"
+INGEST = "ingest"
+
+train_and_score_job = dg.define_asset_job(
+    TRAIN_AND_SCORE,
+    selection=dg.AssetSelection.all(),
+    tags={"mlplatform/kind": "training"},
+    description="Ingest landed files, build features, split, train, evaluate, gate, register, "
+    "promote and score: the whole lifecycle once.",
+)
+batch_inference_job = dg.define_asset_job(
+    BATCH_INFERENCE,
+    selection=dg.AssetSelection.groups(INFERENCE),
+    description="Score the newest feature rows with the current champion.",
+)
+ingest_job = dg.define_asset_job(
+    INGEST,
+    selection=dg.AssetSelection.groups(INGESTION),
+    description="Ingest files waiting in the landing folder.",
+)

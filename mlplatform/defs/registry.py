@@ -1,0 +1,147 @@
+"""Registry: every candidate becomes an MLflow model version; only a passed gate moves the champion."""
+
+
+import json
+from dataclasses import dataclass
+
+import dagster as dg
+import pandas as pd
+
+from mlplatform.core.digest import frame_digest
+from mlplatform.core.evaluation import CandidateEvaluation
+from mlplatform.core.features import model_inputs
+from mlplatform.core.gate import GateDecision
+from mlplatform.core.models import TrainedModel
+from mlplatform.core.split import SPLIT_COLUMN
+from mlplatform.defs.common import DATASET, REGISTRY
+from mlplatform.defs.evaluation import gate_metadata
+from mlplatform.resources.mlflow_registry import MlflowRegistry, ModelVersionRef
+
+RECALL_GATE_CHECK = "recall_gate"
+GATE_PASSED_TAG = "gate.passed"
+GATE_DECISION_TAG = "gate.decision"
+
+
+@dataclass(frozen=True)
+class ChampionState:
+    """The champion after a promotion step: who it is, and whether this run moved it."""
+
+    name: str
+    version: str | None
+    previous_version: str | None
+    promoted: bool
+
+
+@dg.asset(group_name=REGISTRY, kinds={"mlflow"}, owners=["team:ml-platform"])
+def registered_model(
+    context: dg.AssetExecutionContext,
+    candidate_model: TrainedModel,
+    model_evaluation: CandidateEvaluation,
+    gate_decision: GateDecision,
+    train_test_split: pd.DataFrame,
+    mlflow_registry: MlflowRegistry,
+) -> dg.Output[ModelVersionRef]:
+    """The candidate logged to MLflow (params, metrics, signature, dataset digest, run id) as a new model version."""
+    train = train_test_split[train_test_split[SPLIT_COLUMN] == "train"]
+    digest = frame_digest(train)
+    report = model_evaluation.candidate
+    ref = mlflow_registry.log_and_register(
+        pipeline=candidate_model.pipeline,
+        params={
+            "model_name": candidate_model.model_name,
+            **{f"model.{k}": v for k, v in candidate_model.params.items()},
+            "decision_threshold": candidate_model.threshold,
+            "threshold_source": candidate_model.threshold_source,
+            "seed": candidate_model.seed,
+            "train_rows": candidate_model.n_train_rows,
+            "fit_rows": candidate_model.n_fit_rows,
+            "test_rows": report.n_rows,
+            "features": ",".join(DATASET.model_features),
+        },
+        metrics={**report.metrics(), "fit_seconds": candidate_model.fit_seconds},
+        run_tags={
+            "dagster_run_id": context.run.run_id,
+            "dataset": DATASET.name,
+            "test_digest": model_evaluation.test_digest,
+        },
+        version_tags={
+            GATE_PASSED_TAG: str(gate_decision.passed).lower(),
+            GATE_DECISION_TAG: json.dumps(gate_decision.to_dict()),
+            "dagster_run_id": context.run.run_id,
+        },
+        input_example=model_inputs(train.head(5), DATASET),
+        training_frame=train,
+        dataset_digest=digest,
+        training_ids=train[DATASET.entity_id],
+        documents={"gate_decision.json": gate_decision.to_dict()},
+        images=model_evaluation.plots,
+    )
+    context.log.info(f"registered {ref.name} version {ref.version} (run {ref.run_id})")
+    return dg.Output(
+        ref,
+        metadata={
+            "model_name": ref.name,
+            "version": ref.version,
+            "mlflow_run_id": ref.run_id,
+            "model_uri": ref.uri,
+            "training_digest": digest,
+            "gate_passed": gate_decision.passed,
+        },
+    )
+
+
+@dg.asset_check(
+    asset=registered_model,
+    name=RECALL_GATE_CHECK,
+    blocking=True,
+    additional_ins={"gate_decision": dg.AssetIn("gate_decision")},
+)
+def recall_gate(
+    registered_model: ModelVersionRef, gate_decision: GateDecision, mlflow_registry: MlflowRegistry
+) -> dg.AssetCheckResult:
+    """The registered version passed the recall gate (blocks promotion when it did not)."""
+    recorded = mlflow_registry.version_tags(registered_model).get(GATE_PASSED_TAG)
+    consistent = recorded == str(gate_decision.passed).lower()
+    return dg.AssetCheckResult(
+        passed=gate_decision.passed and consistent,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=gate_decision.summary()
+        + ("" if consistent else f"; registry tag {GATE_PASSED_TAG}={recorded!r} disagrees"),
+        metadata={**gate_metadata(gate_decision), "version": registered_model.version},
+    )
+
+
+@dg.asset(group_name=REGISTRY, kinds={"mlflow"}, owners=["team:ml-platform"])
+def champion_model(
+    context: dg.AssetExecutionContext,
+    registered_model: ModelVersionRef,
+    gate_decision: GateDecision,
+    mlflow_registry: MlflowRegistry,
+) -> dg.Output[ChampionState]:
+    """The champion alias: moved to the new version only when its gate decision passed."""
+    previous = mlflow_registry.champion()
+    previous_version = previous.version if previous else None
+    # Blocking checks do not stop declarative automation (dagster#17332): read the decision here.
+    if gate_decision.passed:
+        mlflow_registry.promote(registered_model)
+        state = ChampionState(registered_model.name, registered_model.version,
+                              previous_version, promoted=True)
+        context.log.info(
+            f"champion: {previous_version or '(none)'} -> version {registered_model.version}"
+        )
+    else:
+        state = ChampionState(registered_model.name, previous_version, previous_version,
+                              promoted=False)
+        context.log.warning(
+            f"gate failed for version {registered_model.version}: champion stays at "
+            f"{previous_version or '(none)'}; {gate_decision.summary()}"
+        )
+    return dg.Output(
+        state,
+        metadata={
+            "champion_version": state.version or "none",
+            "previous_version": previous_version or "none",
+            "promoted": state.promoted,
+            "champion_uri": f"models:/{state.name}@{mlflow_registry.champion_alias}",
+        },
+    )

@@ -1,0 +1,32 @@
+"""The one place that chooses where resources read and write."""
+
+
+from typing import Any
+
+from mlplatform.paths import StatePaths
+from mlplatform.resources.asset_storage import AssetStorage
+from mlplatform.resources.feature_store import FeatureStore
+from mlplatform.resources.landing import LandingArea
+from mlplatform.resources.mlflow_registry import MlflowRegistry
+from mlplatform.resources.predictions import PredictionStore
+
+__all__ = ["build_resources"]
+
+
+def build_resources(paths: StatePaths, *, tracking_uri: str | None = None) -> dict[str, Any]:
+    """Every resource, rooted at ``paths``; ``tracking_uri`` overrides the embedded MLflow."""
+    return {
+        "landing": LandingArea(
+            landing_dir=str(paths.landing),
+            archive_dir=str(paths.archive),
+            rejected_dir=str(paths.rejected),
+        ),
+        "feature_store": FeatureStore(root=str(paths.feature_store)),
+        "prediction_store": PredictionStore(root=str(paths.predictions)),
+        "mlflow_registry": MlflowRegistry(
+            tracking_uri=tracking_uri or paths.mlflow_tracking_uri,
+            artifact_root=None if tracking_uri else paths.mlflow_artifact_root,
+        ),
+        "io_manager": AssetStorage(base_dir=str(paths.asset_storage)),
+        "feature_io_manager": AssetStorage(base_dir=str(paths.feature_store)),
+    }

@@ -1,0 +1,1 @@
+"""Dagster resources: the only code that reads or writes state."""

@@ -1,0 +1,59 @@
+"""Atomic file writes: write to a temporary path beside the target, then rename.
+
+A crash mid-write leaves the previous file (or no file) in place, never a
+half-written one; readers only ever see complete files.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+__all__ = ["atomic_path", "write_bytes_atomic", "write_parquet_atomic"]
+
+TMP_PREFIX = ".tmp-"
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path in ``target``'s folder; rename it onto ``target`` on success."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=target.suffix, dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_parquet_atomic(frame: pd.DataFrame, target: Path) -> Path:
+    """Write ``frame`` to ``target`` as Parquet, atomically; returns ``target``."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    with atomic_path(target) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    return target
+
+
+def write_bytes_atomic(data: bytes, target: Path) -> Path:
+    """Write ``data`` to ``target``, atomically; returns ``target``."""
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+    return target
+
+
+def write_with_atomic(writer: Callable[[Path], None], target: Path) -> Path:
+    """Call ``writer(tmp_path)`` and rename the result onto ``target``."""
+    with atomic_path(target) as tmp:
+        writer(tmp)
+    return target

@@ -1,0 +1,236 @@
+"""The one module that talks to MLflow: runs, model versions and the champion alias.
+
+The embedded default is a SQLite backend store and a local artifact root inside
+``MLPLATFORM_HOME``; a deployment points ``tracking_uri`` at an MLflow server.
+MLflow is imported inside methods: it takes seconds to import and the code
+location must load fast.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import dagster as dg
+import pandas as pd
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from sklearn.pipeline import Pipeline
+
+__all__ = ["TRAINING_IDS_ARTIFACT", "MlflowRegistry", "ModelVersionRef"]
+
+TRAINING_IDS_ARTIFACT = "training_entity_ids.parquet"
+
+
+@dataclass(frozen=True)
+class ModelVersionRef:
+    """A registered model version."""
+
+    name: str
+    version: str
+    run_id: str
+
+    @property
+    def uri(self) -> str:
+        """``models:/<name>/<version>``."""
+        return f"models:/{self.name}/{self.version}"
+
+
+class MlflowRegistry(dg.ConfigurableResource):
+    """Logs candidates, registers versions and moves the champion alias."""
+
+    tracking_uri: str
+    artifact_root: str | None = None
+    experiment_name: str = "mlplatform"
+    model_name: str = "ai4i-failure-classifier"
+    champion_alias: str = "champion"
+
+    def _client(self) -> MlflowClient:
+        import mlflow
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        return mlflow.MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    def _experiment_id(self, client: MlflowClient) -> str:
+        experiment = client.get_experiment_by_name(self.experiment_name)
+        if experiment is not None:
+            return str(experiment.experiment_id)
+        return str(client.create_experiment(self.experiment_name,
+                                            artifact_location=self.artifact_root))
+
+    def log_and_register(
+        self,
+        *,
+        pipeline: Pipeline,
+        params: Mapping[str, Any],
+        metrics: Mapping[str, float],
+        run_tags: Mapping[str, str],
+        version_tags: Mapping[str, str],
+        input_example: pd.DataFrame,
+        training_frame: pd.DataFrame,
+        dataset_digest: str,
+        training_ids: pd.Series,
+        documents: Mapping[str, Mapping[str, Any]] | None = None,
+        images: Mapping[str, bytes] | None = None,
+    ) -> ModelVersionRef:
+        """Log one run with the fitted ``pipeline`` and register it as a new version.
+
+        Parameters
+        ----------
+        pipeline : Pipeline
+            The fitted candidate, exactly as it will serve.
+        params, metrics, run_tags : mapping
+            Logged on the run.
+        version_tags : mapping
+            Set on the new model version (e.g. the gate decision).
+        input_example : DataFrame
+            A few model-input rows; also used to infer the signature.
+        training_frame : DataFrame
+            The training rows, logged as the run's dataset input (schema and digest).
+        dataset_digest : str
+            Digest of the training rows, logged as a tag and the dataset's digest.
+        training_ids : Series
+            Entity ids of the training rows, logged so that a later candidate can be
+            compared with this model on rows neither has trained on.
+        documents : mapping, optional
+            JSON artifacts by file name.
+        images : mapping, optional
+            PNG artifacts by file name.
+        """
+        import mlflow
+        import mlflow.data
+        import mlflow.sklearn
+        import sklearn
+        import skops.io
+        from mlflow.models import infer_signature
+
+        client = self._client()
+        experiment_id = self._experiment_id(client)
+        with _quiet_schema_hints():
+            signature = infer_signature(input_example, pipeline.predict(input_example))
+        # skops, not pickle: loading never runs arbitrary code. The types it must be told
+        # to trust are exactly those of the pipeline we just fitted ourselves.
+        trusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
+        with mlflow.start_run(experiment_id=experiment_id) as run:
+            mlflow.log_params({k: _param(v) for k, v in params.items()})
+            mlflow.log_metrics(dict(metrics))
+            mlflow.set_tags({**run_tags, "dataset_digest": dataset_digest})
+            with _quiet_schema_hints():
+                dataset = mlflow.data.from_pandas(
+                    training_frame, name="training_split", digest=dataset_digest[:36]
+                )
+            mlflow.log_input(dataset, context="training")
+            for name, doc in (documents or {}).items():
+                mlflow.log_dict(dict(doc), name)
+            with tempfile.TemporaryDirectory() as tmp:
+                ids_path = Path(tmp) / TRAINING_IDS_ARTIFACT
+                training_ids.rename("entity_id").to_frame().to_parquet(ids_path, index=False)
+                mlflow.log_artifact(str(ids_path))
+                for name, png in (images or {}).items():
+                    p = Path(tmp) / name
+                    p.write_bytes(png)
+                    mlflow.log_artifact(str(p), artifact_path="plots")
+            with _quiet_schema_hints():
+                info = mlflow.sklearn.log_model(
+                    pipeline,
+                    name="model",
+                    signature=signature,
+                    input_example=input_example,
+                    pip_requirements=[
+                        f"scikit-learn=={sklearn.__version__}",
+                        f"pandas=={pd.__version__}",
+                    ],
+                    registered_model_name=self.model_name,
+                    serialization_format="skops",
+                    skops_trusted_types=trusted,
+                )
+            run_id = run.info.run_id
+        version = str(info.registered_model_version)
+        ref = ModelVersionRef(self.model_name, version, run_id)
+        self.set_version_tags(ref, version_tags)
+        return ref
+
+    def set_version_tags(self, ref: ModelVersionRef, tags: Mapping[str, str]) -> None:
+        """Set tags on a model version."""
+        client = self._client()
+        for key, value in tags.items():
+            client.set_model_version_tag(ref.name, ref.version, key, value)
+
+    def version_tags(self, ref: ModelVersionRef) -> dict[str, str]:
+        """The tags of a model version."""
+        mv = self._client().get_model_version(ref.name, ref.version)
+        return dict(mv.tags)
+
+    def champion(self) -> ModelVersionRef | None:
+        """The version the champion alias points at, or None if there is none yet."""
+        from mlflow.exceptions import MlflowException
+
+        client = self._client()
+        try:
+            mv = client.get_model_version_by_alias(self.model_name, self.champion_alias)
+        except MlflowException as exc:
+            if exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
+                return None
+            raise
+        return ModelVersionRef(self.model_name, str(mv.version), str(mv.run_id))
+
+    def promote(self, ref: ModelVersionRef) -> None:
+        """Point the champion alias at ``ref``."""
+        self._client().set_registered_model_alias(ref.name, self.champion_alias, ref.version)
+
+    def versions(self) -> list[ModelVersionRef]:
+        """Every registered version of the model, oldest first."""
+        client = self._client()
+        found = client.search_model_versions(f"name = '{self.model_name}'")
+        refs = [ModelVersionRef(m.name, str(m.version), str(m.run_id)) for m in found]
+        return sorted(refs, key=lambda r: int(r.version))
+
+    def load(self, ref: ModelVersionRef) -> Pipeline:
+        """The fitted pipeline of a registered version (from the registry, never a path)."""
+        import mlflow.sklearn
+
+        self._client()
+        model: Pipeline = mlflow.sklearn.load_model(ref.uri)
+        return model
+
+    def training_ids(self, ref: ModelVersionRef) -> pd.Series:
+        """Entity ids of the rows ``ref`` was trained on (empty if none were logged)."""
+        import mlflow.artifacts
+        from mlflow.exceptions import MlflowException
+
+        self._client()
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                local = mlflow.artifacts.download_artifacts(
+                    run_id=ref.run_id, artifact_path=TRAINING_IDS_ARTIFACT, dst_path=tmp
+                )
+            except (MlflowException, OSError):
+                return pd.Series([], dtype="int64", name="entity_id")
+            return pd.read_parquet(local)["entity_id"]
+
+    def run_metrics(self, ref: ModelVersionRef) -> dict[str, float]:
+        """The metrics logged on the version's run."""
+        return dict(self._client().get_run(ref.run_id).data.metrics)
+
+
+@contextmanager
+def _quiet_schema_hints() -> Iterator[None]:
+    # MLflow hints that int columns cannot hold missing values: the schema declares
+    # them required, so that is exactly the contract we want.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+        yield
+
+
+def _param(value: Any) -> str:
+    if isinstance(value, str | int | float | bool) or value is None:
+        return str(value)
+    return json.dumps(value, default=str, sort_keys=True)
