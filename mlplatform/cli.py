@@ -14,9 +14,15 @@ import sys
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlplatform.paths import HOME_ENV, StatePaths
+
+if TYPE_CHECKING:
+    from mlplatform.resources.feature_store import FeatureStore
+    from mlplatform.resources.landing import LandingArea
+    from mlplatform.resources.mlflow_registry import MlflowRegistry
+    from mlplatform.resources.predictions import PredictionStore
 
 __all__ = ["main"]
 
@@ -49,11 +55,9 @@ def _generate(paths: StatePaths, rows: int, seed: int | None) -> Path:
     import pandas as pd
 
     from mlplatform.core.generator import generate_ai4i
-    from mlplatform.definitions import build_definitions
-    from mlplatform.resources.feature_store import FeatureStore
-    from mlplatform.resources.landing import LandingArea
+    from mlplatform.defs.resources import build_resources
 
-    resources_ = build_definitions(paths).resources
+    resources_ = build_resources(paths)
     store: FeatureStore = resources_["feature_store"]
     landing: LandingArea = resources_["landing"]
     stored = store.read_observations()
@@ -96,8 +100,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     import dagster as dg
 
-    from mlplatform.defs.jobs import TRAIN_AND_SCORE
     from mlplatform.definitions import build_definitions
+    from mlplatform.defs.jobs import TRAIN_AND_SCORE
 
     defs = build_definitions(paths)
     job = defs.resolve_job_def(TRAIN_AND_SCORE)
@@ -116,8 +120,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _ui_hint(paths: StatePaths) -> str:
     exe = Path(sys.executable).parent
-    return (f"{HOME_ENV}={paths.root} {exe / 'mlplatform'} ui   "
-            f"(= DAGSTER_HOME={paths.dagster_home} {exe / 'dagster'} dev -w workspace.yaml)")
+    return (
+        f"{HOME_ENV}={paths.root} {exe / 'mlplatform'} ui   "
+        f"(= DAGSTER_HOME={paths.dagster_home} {exe / 'dagster'} dev -w workspace.yaml)"
+    )
 
 
 def _report(paths: StatePaths, result: Any) -> int:
@@ -145,11 +151,9 @@ def _report(paths: StatePaths, result: Any) -> int:
 
 
 def _print_state(paths: StatePaths) -> int:
-    from mlplatform.definitions import build_definitions
-    from mlplatform.resources.mlflow_registry import MlflowRegistry
-    from mlplatform.resources.predictions import PredictionStore
+    from mlplatform.defs.resources import build_resources
 
-    resources_ = build_definitions(paths).resources
+    resources_ = build_resources(paths, tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"))
     registry: MlflowRegistry = resources_["mlflow_registry"]
     predictions: PredictionStore = resources_["prediction_store"]
     champion = registry.champion()
@@ -158,14 +162,17 @@ def _print_state(paths: StatePaths) -> int:
         print("champion:      none yet (no model has passed the recall gate)")
     else:
         metrics = registry.run_metrics(champion)
-        print(f"champion:      models:/{champion.name}@{registry.champion_alias} = version "
-              f"{champion.version} (MLflow run {champion.run_id})")
+        print(
+            f"champion:      models:/{champion.name}@{registry.champion_alias} = version "
+            f"{champion.version} (MLflow run {champion.run_id})"
+        )
         shown = ("recall", "precision", "f1", "roc_auc", "pr_auc")
-        print("metrics:       " + ", ".join(f"{k} {metrics[k]:.4f}" for k in shown
-                                            if k in metrics))
-    print(f"MLflow store:  {registry.tracking_uri}   (browse: "
-          f"{Path(sys.executable).parent / 'mlflow'} ui --backend-store-uri "
-          f"{registry.tracking_uri})")
+        print("metrics:       " + ", ".join(f"{k} {metrics[k]:.4f}" for k in shown if k in metrics))
+    print(
+        f"MLflow store:  {registry.tracking_uri}   (browse: "
+        f"{Path(sys.executable).parent / 'mlflow'} ui --backend-store-uri "
+        f"{registry.tracking_uri})"
+    )
     files = predictions.files()
     print(f"predictions:   {files[-1] if files else 'none yet'}")
     print(f"feature table: {paths.feature_store / 'feature_table.parquet'}")
@@ -208,14 +215,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="generate sample data and run the whole lifecycle once")
-    run.add_argument("--rows", type=int, default=10_000,
-                     help="sample rows to generate first (0: use only what is in landing/)")
+    run.add_argument(
+        "--rows",
+        type=int,
+        default=10_000,
+        help="sample rows to generate first (0: use only what is in landing/)",
+    )
     run.add_argument("--seed", type=int, default=None, help="generator seed")
     run.add_argument("--model", default=None, help="candidate to train")
     run.add_argument("--threshold", type=float, default=None, help="decision threshold")
     run.add_argument("--min-recall", type=float, default=None, help="gate: minimum recall")
-    run.add_argument("--min-precision", type=float, default=None,
-                     help="gate: minimum precision")
+    run.add_argument("--min-precision", type=float, default=None, help="gate: minimum precision")
     run.set_defaults(func=cmd_run)
 
     status = sub.add_parser("status", help="show the champion, its metrics and the outputs")

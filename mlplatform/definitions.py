@@ -5,7 +5,6 @@ step would add seconds of orchestration to every cycle. Values between steps are
 persisted (Parquet / joblib), so any asset can be re-materialized from the UI alone.
 """
 
-
 import os
 
 import dagster as dg

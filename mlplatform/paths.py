@@ -81,7 +81,14 @@ class StatePaths:
 
     def ensure(self) -> None:
         """Create every folder (idempotent)."""
-        for p in (self.landing, self.archive, self.rejected, self.feature_store,
-                  self.asset_storage, self.predictions, self.mlflow_dir / "artifacts",
-                  self.dagster_home):
+        for p in (
+            self.landing,
+            self.archive,
+            self.rejected,
+            self.feature_store,
+            self.asset_storage,
+            self.predictions,
+            self.mlflow_dir / "artifacts",
+            self.dagster_home,
+        ):
             p.mkdir(parents=True, exist_ok=True)

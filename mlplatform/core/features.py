@@ -30,8 +30,11 @@ def build_feature_table(observations: pd.DataFrame, spec: DatasetSpec) -> pd.Dat
         columns present in ``observations`` (``source_file``, ``ingested_at``).
         Leakage and other identifier columns are not carried.
     """
-    missing = [c for c in [spec.entity_id, spec.target, *spec.categorical_features]
-               if c not in observations.columns]
+    missing = [
+        c
+        for c in [spec.entity_id, spec.target, *spec.categorical_features]
+        if c not in observations.columns
+    ]
     raw_numeric = [f for f in spec.numeric_features if f not in {d.name for d in spec.derived}]
     missing += [c for c in raw_numeric if c not in observations.columns]
     if missing:

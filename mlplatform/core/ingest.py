@@ -138,11 +138,19 @@ def type_and_validate(raw: pd.DataFrame, spec: DatasetSpec, source_file: str) ->
                 flag(fractional, col.source, original, "not an integer")
                 numbers = numbers.where(~fractional)
             if col.min_value is not None:
-                flag(numbers < col.min_value, col.source, original,
-                     f"below the minimum {col.min_value:g}{' ' + col.unit if col.unit else ''}")
+                flag(
+                    numbers < col.min_value,
+                    col.source,
+                    original,
+                    f"below the minimum {col.min_value:g}{' ' + col.unit if col.unit else ''}",
+                )
             if col.max_value is not None:
-                flag(numbers > col.max_value, col.source, original,
-                     f"above the maximum {col.max_value:g}{' ' + col.unit if col.unit else ''}")
+                flag(
+                    numbers > col.max_value,
+                    col.source,
+                    original,
+                    f"above the maximum {col.max_value:g}{' ' + col.unit if col.unit else ''}",
+                )
             typed[col.name] = numbers
         else:
             typed[col.name] = as_text
@@ -154,8 +162,12 @@ def type_and_validate(raw: pd.DataFrame, spec: DatasetSpec, source_file: str) ->
 
     ids = typed[spec.entity_id]
     dup = ids.notna().to_numpy() & ids.duplicated(keep="first").to_numpy()
-    flag(dup, spec.column(spec.entity_id).source, frame[spec.entity_id],
-         "duplicate entity id in this file")
+    flag(
+        dup,
+        spec.column(spec.entity_id).source,
+        frame[spec.entity_id],
+        "duplicate entity id in this file",
+    )
 
     if problems:
         quarantine = pd.concat(problems, ignore_index=True)
@@ -170,8 +182,10 @@ def type_and_validate(raw: pd.DataFrame, spec: DatasetSpec, source_file: str) ->
         quarantine = quarantine.reset_index(drop=True)[QUARANTINE_COLUMNS]
     else:
         quarantine = pd.DataFrame(
-            {c: pd.Series(dtype="int64" if c == "row_number" else "string")
-             for c in QUARANTINE_COLUMNS}
+            {
+                c: pd.Series(dtype="int64" if c == "row_number" else "string")
+                for c in QUARANTINE_COLUMNS
+            }
         )
         bad_rows = np.zeros(n, dtype=bool)
 

@@ -17,13 +17,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import ClassifierMixin
+from sklearn.base import ClassifierMixin, clone
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.gaussian_process import GaussianProcessClassifier
 from sklearn.gaussian_process.kernels import RBF, ConstantKernel
 from sklearn.linear_model import LogisticRegression
-from sklearn.base import clone
 from sklearn.metrics import precision_recall_curve
 from sklearn.model_selection import (
     FixedThresholdClassifier,
@@ -98,15 +97,18 @@ CANDIDATES: dict[str, Candidate] = {
             "random_forest",
             "Random forest with balanced-subsample class weights.",
             RandomForestClassifier,
-            {"n_estimators": 300, "min_samples_leaf": 1, "class_weight": "balanced_subsample",
-             "n_jobs": -1},
+            {
+                "n_estimators": 300,
+                "min_samples_leaf": 1,
+                "class_weight": "balanced_subsample",
+                "n_jobs": -1,
+            },
         ),
         Candidate(
             "hist_gradient_boosting",
             "Histogram gradient boosting (fast, strong on tabular data).",
             HistGradientBoostingClassifier,
-            {"max_iter": 300, "learning_rate": 0.1, "max_leaf_nodes": 31,
-             "l2_regularization": 0.0},
+            {"max_iter": 300, "learning_rate": 0.1, "max_leaf_nodes": 31, "l2_regularization": 0.0},
         ),
     )
 }

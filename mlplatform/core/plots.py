@@ -47,8 +47,13 @@ def precision_recall_png(
     ax.plot(recall, precision, lw=1.5)
     if thresholds.size:
         k = int(np.clip(np.searchsorted(thresholds, threshold), 0, thresholds.size - 1))
-        ax.scatter([recall[k]], [precision[k]], color="crimson", zorder=3,
-                   label=f"threshold {threshold:.2f}")
+        ax.scatter(
+            [recall[k]],
+            [precision[k]],
+            color="crimson",
+            zorder=3,
+            label=f"threshold {threshold:.2f}",
+        )
     if min_recall is not None:
         ax.axvline(min_recall, color="grey", ls="--", lw=1, label=f"min recall {min_recall:.2f}")
     ax.set_xlabel("recall")

@@ -54,6 +54,5 @@ def score_rows(
     )
     out["model_name"] = pd.Series([model_name] * len(out), dtype="string")
     out["model_version"] = pd.Series([model_version] * len(out), dtype="string")
-    out["scored_at"] = pd.Series([pd.Timestamp(scored_at)] * len(out),
-                                 dtype="datetime64[us, UTC]")
+    out["scored_at"] = pd.Series([pd.Timestamp(scored_at)] * len(out), dtype="datetime64[us, UTC]")
     return out[PREDICTION_COLUMNS]

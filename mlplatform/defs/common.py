@@ -1,6 +1,5 @@
 """Names and small metadata helpers shared by the asset modules."""
 
-
 import base64
 
 import dagster as dg

@@ -1,5 +1,6 @@
 """Evaluation: metrics on the untouched test split, and the recall gate's decision."""
 
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -36,7 +37,7 @@ def model_evaluation(
     train_test_split: pd.DataFrame,
     mlflow_registry: MlflowRegistry,
 ) -> dg.Output[CandidateEvaluation]:
-    """Recall, precision, F1, ROC-AUC, PR-AUC and confusion matrix on the untouched test rows (and the champion's on the same rows)."""
+    """Recall, precision, F1, ROC-AUC, PR-AUC and confusion matrix on the untouched test rows."""
     test = train_test_split[train_test_split[SPLIT_COLUMN] == "test"]
     x, y = model_inputs(test, DATASET), test[DATASET.target].to_numpy()
     scores = candidate_model.pipeline.predict_proba(x)[:, 1]
@@ -71,7 +72,7 @@ def model_evaluation(
         f"candidate recall {report.recall:.4f}, precision {report.precision:.4f}, "
         f"ROC-AUC {report.roc_auc:.4f} on {report.n_rows} test rows"
     )
-    metadata: dict[str, object] = {k: v for k, v in report.metrics().items()}
+    metadata: dict[str, Any] = {k: v for k, v in report.metrics().items()}
     metadata["confusion_matrix"] = dg.MetadataValue.json(
         {"rows: actual [no failure, failure]": report.confusion_matrix()}
     )
@@ -90,7 +91,7 @@ def model_evaluation(
 def gate_decision(
     context: dg.AssetExecutionContext, config: GateConfig, model_evaluation: CandidateEvaluation
 ) -> dg.Output[GateDecision]:
-    """The recall gate's structured decision: every criterion with its value, threshold and verdict."""
+    """The recall gate's decision: every criterion with its value, threshold and verdict."""
     thresholds = GateThresholds(
         min_recall=config.min_recall,
         min_precision=config.min_precision,
@@ -108,7 +109,7 @@ def gate_decision(
     return dg.Output(decision, metadata=gate_metadata(decision))
 
 
-def gate_metadata(decision: GateDecision) -> dict[str, object]:
+def gate_metadata(decision: GateDecision) -> dict[str, Any]:
     """Decision metadata: the verdict and a table of criteria."""
     rows = "\n".join(
         f"| {c.name} | {c.value:.4f} | {c.comparison} {c.threshold:.4f} | "

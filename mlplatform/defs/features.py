@@ -1,6 +1,5 @@
 """Features: the feature table the models read, built from the stored observations."""
 
-
 import dagster as dg
 import pandas as pd
 
@@ -19,7 +18,7 @@ from mlplatform.resources.feature_store import FeatureStore
     owners=["team:ml-platform"],
 )
 def feature_table(feature_store: FeatureStore) -> dg.Output[pd.DataFrame]:
-    """Model inputs plus derived features (temperature difference, power, tool strain) and the target."""
+    """Model inputs, derived features (temperature gap, power, tool strain) and the target."""
     table = build_feature_table(feature_store.read_observations(), DATASET)
     return dg.Output(
         table,

@@ -1,6 +1,5 @@
 """Inference: batch predictions from the registered champion."""
 
-
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -38,18 +37,26 @@ def batch_predictions(
     pipeline = mlflow_registry.load(champion)
     rows = newest_rows(feature_table)
     scored_at = datetime.now(UTC)
-    predictions = score_rows(pipeline, rows, DATASET, model_name=champion.name,
-                             model_version=champion.version, scored_at=scored_at)
+    predictions = score_rows(
+        pipeline,
+        rows,
+        DATASET,
+        model_name=champion.name,
+        model_version=champion.version,
+        scored_at=scored_at,
+    )
     name = f"{scored_at:%Y%m%dT%H%M%S}Z_{context.run.run_id[:8]}"
     path = prediction_store.write(predictions, name)
-    context.log.info(f"scored {len(predictions)} rows with {champion.name} "
-                     f"v{champion.version}; wrote {path}")
+    context.log.info(
+        f"scored {len(predictions)} rows with {champion.name} v{champion.version}; wrote {path}"
+    )
     yield dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(str(path)),
             "rows": len(predictions),
             "predicted_positive_rate": float(predictions["predicted_failure"].mean())
-            if len(predictions) else 0.0,
+            if len(predictions)
+            else 0.0,
             "model_version": champion.version,
             "model_uri": f"models:/{champion.name}@{mlflow_registry.champion_alias}",
             "preview": preview_md(predictions),

@@ -1,6 +1,5 @@
 """Ingestion: landed files into typed Parquet batches of the feature store."""
 
-
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -16,17 +15,26 @@ from mlplatform.resources.landing import LandingArea
 def raw_observations(
     context: dg.AssetExecutionContext, landing: LandingArea, feature_store: FeatureStore
 ) -> dg.MaterializeResult:
-    """Landed CSV/Parquet files, typed by the schema and stored as Parquet batches by content hash."""
+    """Landed CSV/Parquet files, typed by the schema, stored as Parquet batches by content hash."""
     ingested_at = pd.Timestamp(datetime.now(UTC)).as_unit("us")
     report: list[dict[str, object]] = []
     rejected: list[FileRejected] = []
     for landed in landing.pending():
         if feature_store.has_batch(landed.sha256):
             landing.archive(landed)
-            context.log.info(f"{landed.name}: already ingested (sha256 {landed.sha256[:12]}), "
-                             "archived without adding rows")
-            report.append({"file": landed.name, "status": "duplicate", "landed": 0,
-                           "stored": 0, "quarantined": 0})
+            context.log.info(
+                f"{landed.name}: already ingested (sha256 {landed.sha256[:12]}), "
+                "archived without adding rows"
+            )
+            report.append(
+                {
+                    "file": landed.name,
+                    "status": "duplicate",
+                    "landed": 0,
+                    "stored": 0,
+                    "quarantined": 0,
+                }
+            )
             continue
         try:
             batch = type_and_validate(landing.read(landed), DATASET, landed.name)
@@ -34,14 +42,20 @@ def raw_observations(
             moved = landing.reject(landed, str(exc))
             context.log.error(f"rejected {exc}; moved to {moved}")
             rejected.append(exc)
-            report.append({"file": landed.name, "status": f"rejected: {exc.reason}",
-                           "landed": 0, "stored": 0, "quarantined": 0})
+            report.append(
+                {
+                    "file": landed.name,
+                    "status": f"rejected: {exc.reason}",
+                    "landed": 0,
+                    "stored": 0,
+                    "quarantined": 0,
+                }
+            )
             continue
         rows = batch.valid.assign(
             source_file=landed.name, content_sha256=landed.sha256, ingested_at=ingested_at
         )
-        quarantine = batch.quarantine.assign(content_sha256=landed.sha256,
-                                             ingested_at=ingested_at)
+        quarantine = batch.quarantine.assign(content_sha256=landed.sha256, ingested_at=ingested_at)
         feature_store.write_batch(landed.sha256, rows, quarantine)
         landing.archive(landed)
         if batch.rows_quarantined:
@@ -50,10 +64,18 @@ def raw_observations(
                 f"first: row {quarantine.iloc[0]['row_number']}, column "
                 f"{quarantine.iloc[0]['column']!r}: {quarantine.iloc[0]['reason']}"
             )
-        context.log.info(f"{landed.name}: {len(rows)} rows stored, "
-                         f"{batch.rows_quarantined} quarantined")
-        report.append({"file": landed.name, "status": "ingested", "landed": batch.rows_landed,
-                       "stored": len(rows), "quarantined": batch.rows_quarantined})
+        context.log.info(
+            f"{landed.name}: {len(rows)} rows stored, {batch.rows_quarantined} quarantined"
+        )
+        report.append(
+            {
+                "file": landed.name,
+                "status": "ingested",
+                "landed": batch.rows_landed,
+                "stored": len(rows),
+                "quarantined": batch.rows_quarantined,
+            }
+        )
 
     stored = feature_store.read_observations()
     if rejected:
@@ -74,7 +96,8 @@ def raw_observations(
             "rows_stored_this_run": int(files["stored"].sum()),
             "rows_quarantined_this_run": int(files["quarantined"].sum()),
             "rows_in_store": len(stored),
-            "files": dg.MetadataValue.md(files.to_markdown(index=False)
-                                         if report else "no new files"),
+            "files": dg.MetadataValue.md(
+                files.to_markdown(index=False) if report else "no new files"
+            ),
         }
     )

@@ -1,6 +1,5 @@
 """Jobs, named for what they do."""
 
-
 import dagster as dg
 
 from mlplatform.defs.common import INFERENCE, INGESTION

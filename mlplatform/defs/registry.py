@@ -1,5 +1,4 @@
-"""Registry: every candidate becomes an MLflow model version; only a passed gate moves the champion."""
-
+"""Registry: every candidate becomes an MLflow model version; only a passed gate promotes."""
 
 import json
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ def registered_model(
     train_test_split: pd.DataFrame,
     mlflow_registry: MlflowRegistry,
 ) -> dg.Output[ModelVersionRef]:
-    """The candidate logged to MLflow (params, metrics, signature, dataset digest, run id) as a new model version."""
+    """The candidate logged to MLflow (params, metrics, signature, digest) as a new version."""
     train = train_test_split[train_test_split[SPLIT_COLUMN] == "train"]
     digest = frame_digest(train)
     report = model_evaluation.candidate
@@ -124,14 +123,16 @@ def champion_model(
     # Blocking checks do not stop declarative automation (dagster#17332): read the decision here.
     if gate_decision.passed:
         mlflow_registry.promote(registered_model)
-        state = ChampionState(registered_model.name, registered_model.version,
-                              previous_version, promoted=True)
+        state = ChampionState(
+            registered_model.name, registered_model.version, previous_version, promoted=True
+        )
         context.log.info(
             f"champion: {previous_version or '(none)'} -> version {registered_model.version}"
         )
     else:
-        state = ChampionState(registered_model.name, previous_version, previous_version,
-                              promoted=False)
+        state = ChampionState(
+            registered_model.name, previous_version, previous_version, promoted=False
+        )
         context.log.warning(
             f"gate failed for version {registered_model.version}: champion stays at "
             f"{previous_version or '(none)'}; {gate_decision.summary()}"

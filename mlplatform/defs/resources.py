@@ -1,6 +1,5 @@
 """The one place that chooses where resources read and write."""
 
-
 from typing import Any
 
 from mlplatform.paths import StatePaths

@@ -1,6 +1,5 @@
 """Training: the train/test split (made before any fitting) and the candidate model."""
 
-
 from typing import Any
 
 import dagster as dg
@@ -70,7 +69,7 @@ def train_test_split(config: SplitConfig, feature_table: pd.DataFrame) -> dg.Out
 def candidate_model(
     context: dg.AssetExecutionContext, config: TrainingConfig, train_test_split: pd.DataFrame
 ) -> dg.Output[TrainedModel]:
-    """One sklearn Pipeline (scaling, one-hot encoding, classifier, threshold) fitted on the training rows only."""
+    """One sklearn Pipeline (scaling, one-hot, classifier, threshold) fit on training rows only."""
     train = train_test_split[train_test_split[SPLIT_COLUMN] == "train"]
     context.log.info(f"fitting {config.model_name} on {len(train)} training rows")
     trained = train_candidate(

@@ -52,8 +52,9 @@ class FeatureStore(dg.ConfigurableResource):
             return pd.DataFrame()
         frames = [pq.read_table(f).to_pandas() for f in files]
         out = pd.concat(frames, ignore_index=True)
-        return out.sort_values(["ingested_at", "source_file", "source_row"],
-                               kind="stable").reset_index(drop=True)
+        return out.sort_values(
+            ["ingested_at", "source_file", "source_row"], kind="stable"
+        ).reset_index(drop=True)
 
     def read_quarantine(self) -> pd.DataFrame:
         """Every quarantined row, from every file."""

@@ -78,15 +78,19 @@ class LandingArea(dg.ConfigurableResource):
         suffix = landed.path.suffix.lower()
         if suffix not in SUPPORTED_SUFFIXES:
             raise FileRejected(
-                landed.name, f"unsupported file type {suffix or '(none)'!r}; "
-                f"expected one of {', '.join(SUPPORTED_SUFFIXES)}"
+                landed.name,
+                f"unsupported file type {suffix or '(none)'!r}; "
+                f"expected one of {', '.join(SUPPORTED_SUFFIXES)}",
             )
         if landed.size_bytes == 0:
             raise FileRejected(landed.name, "the file is empty (0 bytes)")
         try:
             if suffix == ".csv":
                 return pd.read_csv(
-                    landed.path, dtype=str, keep_default_na=False, encoding="utf-8",
+                    landed.path,
+                    dtype=str,
+                    keep_default_na=False,
+                    encoding="utf-8",
                     encoding_errors="strict",
                 )
             return pd.read_parquet(landed.path)

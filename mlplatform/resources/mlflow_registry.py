@@ -63,8 +63,9 @@ class MlflowRegistry(dg.ConfigurableResource):
         experiment = client.get_experiment_by_name(self.experiment_name)
         if experiment is not None:
             return str(experiment.experiment_id)
-        return str(client.create_experiment(self.experiment_name,
-                                            artifact_location=self.artifact_root))
+        return str(
+            client.create_experiment(self.experiment_name, artifact_location=self.artifact_root)
+        )
 
     def log_and_register(
         self,
@@ -106,10 +107,10 @@ class MlflowRegistry(dg.ConfigurableResource):
             PNG artifacts by file name.
         """
         import mlflow
-        import mlflow.data
         import mlflow.sklearn
         import sklearn
         import skops.io
+        from mlflow.data.pandas_dataset import from_pandas
         from mlflow.models import infer_signature
 
         client = self._client()
@@ -124,7 +125,7 @@ class MlflowRegistry(dg.ConfigurableResource):
             mlflow.log_metrics(dict(metrics))
             mlflow.set_tags({**run_tags, "dataset_digest": dataset_digest})
             with _quiet_schema_hints():
-                dataset = mlflow.data.from_pandas(
+                dataset = from_pandas(
                     training_frame, name="training_split", digest=dataset_digest[:36]
                 )
             mlflow.log_input(dataset, context="training")
