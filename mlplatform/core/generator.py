@@ -123,7 +123,9 @@ IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
 
-def generate_ai4i(n_rows: int, *, seed: int = 0, start_udi: int = 1) -> pd.DataFrame:
+def generate_ai4i(
+    n_rows: int, *, seed: int = 0, start_udi: int = 1, burn_in: int = 0
+) -> pd.DataFrame:
     """Generate synthetic rows following the AI4I 2020 data-generating process.
 
     Parameters
@@ -136,6 +138,10 @@ def generate_ai4i(n_rows: int, *, seed: int = 0, start_udi: int = 1) -> pd.DataF
         different seeds give different frames.
     start_udi : int, default 1
         ``UDI`` of the first row; rows are numbered consecutively from it.
+    burn_in : int, default 0
+        Processes simulated before the first returned row and then dropped, so
+        that a short sample starts mid-way through tool lives and temperature
+        walks (representative failure rates) rather than with a fresh tool.
 
     Returns
     -------
@@ -174,8 +180,10 @@ def generate_ai4i(n_rows: int, *, seed: int = 0, start_udi: int = 1) -> pd.DataF
     >>> df["UDI"].tolist()
     [1, 2, 3, 4, 5]
     """
-    n = _non_negative_int(n_rows, "n_rows")
+    kept = _non_negative_int(n_rows, "n_rows")
     first_udi = _non_negative_int(start_udi, "start_udi")
+    skip = _non_negative_int(burn_in, "burn_in")
+    n = kept + skip
     type_rng, temp_rng, load_rng, wear_rng, random_rng = np.random.default_rng(seed).spawn(5)
 
     type_code = type_rng.choice(len(_TYPE_SHARES), size=n, p=_TYPE_SHARES).astype(np.int64)
@@ -189,8 +197,13 @@ def generate_ai4i(n_rows: int, *, seed: int = 0, start_udi: int = 1) -> pd.DataF
     osf = wear * torque > np.asarray(_OSF_LIMIT)[type_code]
     rnf = random_rng.random(n) < _RNF_PROBABILITY
     failure = twf | hdf | pwf | osf | rnf
+    if skip:
+        type_code, speed, wear = type_code[skip:], speed[skip:], wear[skip:]
+        air, process, torque = air[skip:], process[skip:], torque[skip:]
+        twf, hdf, pwf, osf = twf[skip:], hdf[skip:], pwf[skip:], osf[skip:]
+        rnf, failure = rnf[skip:], failure[skip:]
 
-    udi = np.arange(first_udi, first_udi + n, dtype=np.int64)
+    udi = np.arange(first_udi, first_udi + kept, dtype=np.int64)
     letters = np.asarray(_TYPE_LETTERS, dtype=object)[type_code]
     serial = np.asarray(_SERIAL_BASE, dtype=np.int64)[type_code] + udi - 1
     product_id = [

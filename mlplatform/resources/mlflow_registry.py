@@ -120,14 +120,11 @@ class MlflowRegistry(dg.ConfigurableResource):
         # skops, not pickle: loading never runs arbitrary code. The types it must be told
         # to trust are exactly those of the pipeline we just fitted ourselves.
         trusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
-        with mlflow.start_run(experiment_id=experiment_id) as run:
+        with _quiet_schema_hints(), mlflow.start_run(experiment_id=experiment_id) as run:
             mlflow.log_params({k: _param(v) for k, v in params.items()})
             mlflow.log_metrics(dict(metrics))
             mlflow.set_tags({**run_tags, "dataset_digest": dataset_digest})
-            with _quiet_schema_hints():
-                dataset = from_pandas(
-                    training_frame, name="training_split", digest=dataset_digest[:36]
-                )
+            dataset = from_pandas(training_frame, name="training_split", digest=dataset_digest[:36])
             mlflow.log_input(dataset, context="training")
             for name, doc in (documents or {}).items():
                 mlflow.log_dict(dict(doc), name)
@@ -139,20 +136,19 @@ class MlflowRegistry(dg.ConfigurableResource):
                     p = Path(tmp) / name
                     p.write_bytes(png)
                     mlflow.log_artifact(str(p), artifact_path="plots")
-            with _quiet_schema_hints():
-                info = mlflow.sklearn.log_model(
-                    pipeline,
-                    name="model",
-                    signature=signature,
-                    input_example=input_example,
-                    pip_requirements=[
-                        f"scikit-learn=={sklearn.__version__}",
-                        f"pandas=={pd.__version__}",
-                    ],
-                    registered_model_name=self.model_name,
-                    serialization_format="skops",
-                    skops_trusted_types=trusted,
-                )
+            info = mlflow.sklearn.log_model(
+                pipeline,
+                name="model",
+                signature=signature,
+                input_example=input_example,
+                pip_requirements=[
+                    f"scikit-learn=={sklearn.__version__}",
+                    f"pandas=={pd.__version__}",
+                ],
+                registered_model_name=self.model_name,
+                serialization_format="skops",
+                skops_trusted_types=trusted,
+            )
             run_id = run.info.run_id
         version = str(info.registered_model_version)
         ref = ModelVersionRef(self.model_name, version, run_id)

@@ -1,0 +1,1 @@
+"""Asset tests: real materializations in temp state folders."""
