@@ -129,25 +129,33 @@ def _ui_hint(paths: StatePaths) -> str:
 def _report(paths: StatePaths, result: Any) -> int:
     import dagster as dg
 
-    failures = [e for e in result.all_events if e.is_step_failure]
-    for event in failures:
-        error = event.step_failure_data.error
-        print(f"  step {event.step_key} failed: {error.message.strip() if error else ''}")
     gate = None
     if any(e.step_key == "gate_decision" and e.is_successful_output for e in result.all_events):
         gate = result.output_for_node("gate_decision")
         print(f"  {gate.summary()}")
+    gate_failed = gate is not None and not gate.passed
+    check_failed = False
     for event in result.all_events:
         if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             data = event.event_specific_data
             print(f"  check {data.check_name}: {'passed' if data.passed else 'FAILED'}")
-    code = _print_state(paths)
+            check_failed |= not data.passed
+    # A failed blocking gate check is the gate doing its job, not a broken run.
+    failures = [
+        e
+        for e in result.all_events
+        if e.is_step_failure and not (gate_failed and e.step_key.endswith("recall_gate"))
+    ]
+    for event in failures:
+        error = event.step_failure_data.error
+        print(f"  step {event.step_key} failed: {error.message.strip() if error else ''}")
+    _print_state(paths)
     if failures:
         return EXIT_RUN_FAILED
-    if gate is not None and not gate.passed:
-        print("  gate failed: the champion is unchanged (exit code 3)")
+    if gate_failed or check_failed:
+        print("\ngate failed: the champion is unchanged (exit code 3)")
         return EXIT_GATE_FAILED
-    return code
+    return EXIT_OK
 
 
 def _print_state(paths: StatePaths) -> int:

@@ -26,9 +26,9 @@ class GateThresholds:
     def __post_init__(self) -> None:
         for name in ("min_recall", "min_precision"):
             value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
+            if not 0.0 <= value <= 1.0:  # also rejects NaN
                 raise ValueError(f"gate threshold {name} must be in [0, 1], got {value!r}")
-        if self.max_recall_drop_vs_champion < 0.0:
+        if not self.max_recall_drop_vs_champion >= 0.0:  # also rejects NaN
             raise ValueError(
                 "gate threshold max_recall_drop_vs_champion must be >= 0, "
                 f"got {self.max_recall_drop_vs_champion!r}"

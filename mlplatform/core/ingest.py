@@ -23,6 +23,8 @@ __all__ = [
     "type_and_validate",
 ]
 
+_MAX_EXACT_INT = float(2**53)
+
 QUARANTINE_COLUMNS = ["source_file", "row_number", "column", "value", "reason", "record"]
 
 
@@ -136,7 +138,10 @@ def type_and_validate(raw: pd.DataFrame, spec: DatasetSpec, source_file: str) ->
             if col.dtype == "int64":
                 fractional = numbers.notna().to_numpy() & (numbers % 1 != 0).to_numpy()
                 flag(fractional, col.source, original, "not an integer")
-                numbers = numbers.where(~fractional)
+                # integers travel as float64 here: beyond 2**53 they are no longer exact
+                huge = ~fractional & (numbers.abs() >= _MAX_EXACT_INT).to_numpy()
+                flag(huge, col.source, original, "integer too large (|value| >= 2**53)")
+                numbers = numbers.where(~fractional & ~huge)
             if col.min_value is not None:
                 flag(
                     numbers < col.min_value,

@@ -70,6 +70,14 @@ class ColumnSpec:
     def __post_init__(self) -> None:
         if self.dtype not in {"int64", "float64", "string"}:
             raise ValueError(f"column {self.name!r}: unsupported dtype {self.dtype!r}")
+        if (
+            self.min_value is not None
+            and self.max_value is not None
+            and self.min_value > self.max_value
+        ):
+            raise ValueError(
+                f"column {self.name!r}: min_value {self.min_value} > max_value {self.max_value}"
+            )
 
     @property
     def is_numeric(self) -> bool:
@@ -107,6 +115,14 @@ class DatasetSpec:
             raise ValueError(f"dataset {self.name!r}: target {self.target!r} not declared")
         if self.column(self.target).role is not Role.TARGET:
             raise ValueError(f"dataset {self.name!r}: {self.target!r} must have role 'target'")
+        if self.column(self.entity_id).role is not Role.IDENTIFIER:
+            raise ValueError(
+                f"dataset {self.name!r}: entity id {self.entity_id!r} must have role "
+                "'identifier' (identifiers never reach a model)"
+            )
+        derived = [d.name for d in self.derived]
+        if len(set(derived)) != len(derived):
+            raise ValueError(f"dataset {self.name!r}: duplicate derived features in {derived}")
         for d in self.derived:
             if d.name in names:
                 raise ValueError(f"dataset {self.name!r}: derived {d.name!r} shadows a column")

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -96,3 +100,18 @@ def test_values_swapped_between_columns_change_the_digest() -> None:
 def test_empty_frames_with_different_columns_differ() -> None:
     assert frame_digest(_frame().iloc[:0]) != frame_digest(_frame().iloc[:0, :2])
     assert frame_digest(_frame().iloc[:0]) == frame_digest(_frame().iloc[:0])
+
+
+def test_digest_is_stable_across_processes() -> None:
+    # Idempotent ingestion compares digests across runs: no per-process hash salt.
+    code = (
+        "from mlplatform_tests.core.test_digest import _frame;"
+        "from mlplatform.core.digest import frame_digest;"
+        "print(frame_digest(_frame()))"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == frame_digest(_frame())

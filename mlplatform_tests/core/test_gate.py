@@ -213,14 +213,6 @@ def test_invalid_thresholds_raise_naming_the_threshold(kwargs: dict[str, float],
     assert repr(kwargs[name]) in str(info.value)
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: gate.py:31 checks max_recall_drop_vs_champion with `< 0.0`, which is False "
-        "for NaN, so GateThresholds accepts a NaN tolerance (every champion comparison then "
-        "silently fails) instead of raising ValueError like it does for NaN min_recall"
-    ),
-    strict=True,
-)
 def test_nan_max_recall_drop_is_rejected() -> None:
     with pytest.raises(ValueError, match="max_recall_drop_vs_champion"):
         GateThresholds(min_recall=0.8, min_precision=0.3, max_recall_drop_vs_champion=math.nan)

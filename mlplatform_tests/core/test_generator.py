@@ -272,11 +272,6 @@ def test_type_shares_are_60_30_10(large: tuple[pd.DataFrame, float]) -> None:
     assert shares["H"] == pytest.approx(0.1, abs=0.01)
 
 
-def test_generation_is_fast(large: tuple[pd.DataFrame, float]) -> None:
-    # About 0.1-0.2 s on a laptop; the bound only catches an accidental per-row Python loop.
-    assert large[1] < 5.0
-
-
 # --- identifiers and edge cases ---------------------------------------------------------------
 
 

@@ -327,14 +327,6 @@ def test_file_rejected_message_without_column() -> None:
 # --- integers beyond float64 precision -------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: ingest.py:130/196 parses int64 columns through float64 and casts back with "
-        "astype('int64') without a range check: a UDI of 99999999999999999999 overflows to "
-        "-9223372036854775808 and is accepted as a valid row instead of being quarantined"
-    ),
-    strict=True,
-)
 def test_integer_overflowing_int64_is_quarantined_not_wrapped() -> None:
     raw = raw_text(4, seed=1)
     raw.loc[2, "UDI"] = "99999999999999999999"
@@ -344,14 +336,6 @@ def test_integer_overflowing_int64_is_quarantined_not_wrapped() -> None:
     assert batch.valid["udi"].tolist() == [1, 2, 4]
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: ingest.py:130 parses int64 columns through float64, so an integer above 2**53 "
-        "is silently changed (9007199254740993 lands as 9007199254740992) instead of being "
-        "kept exactly or quarantined"
-    ),
-    strict=True,
-)
 def test_large_integer_is_kept_exactly_or_quarantined() -> None:
     raw = raw_text(4, seed=1)
     raw.loc[2, "UDI"] = "9007199254740993"
@@ -359,3 +343,11 @@ def test_large_integer_is_kept_exactly_or_quarantined() -> None:
     landed = batch.valid.loc[batch.valid["source_row"] == 3, "udi"].tolist()
     assert landed in ([9007199254740993], [])
     assert landed or batch.quarantine["row_number"].tolist() == [3]
+
+
+def test_already_typed_input_is_accepted_too() -> None:
+    generated = generate_ai4i(10, seed=2)
+    batch = type_and_validate(generated, AI4I, SOURCE)
+    assert batch.rows_quarantined == 0
+    assert {c: str(t) for c, t in batch.valid.dtypes.items()} == DECLARED_DTYPES
+    assert batch.valid["torque_nm"].tolist() == generated["Torque [Nm]"].tolist()

@@ -148,3 +148,17 @@ def test_derived_compute_accepts_nullable_integers() -> None:
     power = AI4I.derived[1].compute(obs)
     assert isinstance(power, pd.Series)
     np.testing.assert_allclose(power.to_numpy(dtype="float64"), [2000 * np.pi, 1250 * np.pi])
+
+
+def test_dataset_spec_rejects_duplicate_derived_names() -> None:
+    columns = (_col("id", Role.IDENTIFIER), _col("x"), _col("y", Role.TARGET, "int64"))
+    with pytest.raises(ValueError, match="x2"):
+        DatasetSpec(
+            "toy", columns, entity_id="id", target="y", derived=(_derived("x2"), _derived("x2"))
+        )
+
+
+def test_dataset_spec_rejects_an_entity_id_that_is_a_feature() -> None:
+    columns = (_col("id", Role.FEATURE), _col("x"), _col("y", Role.TARGET, "int64"))
+    with pytest.raises(ValueError, match="'id'"):
+        DatasetSpec("toy", columns, entity_id="id", target="y")
