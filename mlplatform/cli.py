@@ -87,7 +87,11 @@ def _run_config(args: argparse.Namespace) -> dict[str, Any]:
         gate["min_precision"] = args.min_precision
     if gate:
         ops["gate_decision"] = {"config": gate}
-    return {"ops": ops} if ops else {}
+    # Progress, warnings and errors on the terminal; every event stays in the run's log.
+    config: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+    if ops:
+        config["ops"] = ops
+    return config
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -2,14 +2,16 @@
 
 Runs ``mlplatform run`` in a subprocess against a temp ``MLPLATFORM_HOME`` (the
 embedded default: SQLite MLflow, local Dagster home, generated data), then starts
-a real ``dagster-webserver`` on loopback on that same state and asks its GraphQL
-API whether every asset shows a materialization with its metadata.
+``mlplatform ui`` (``dagster dev``: webserver and daemon) on loopback on that same
+state and asks its GraphQL API whether every asset shows a materialization with
+its metadata.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -110,24 +112,18 @@ def _graphql(port: int, query: str, variables: dict[str, object] | None = None) 
 
 @pytest.fixture
 def webserver(state: Path, tmp_path: Path) -> Iterator[int]:
-    """``dagster-webserver`` on loopback, on the main command's Dagster home."""
+    """``mlplatform ui`` (that is, ``dagster dev``) on loopback, on the main command's state."""
     port = _free_port()
-    env = {**os.environ, "MLPLATFORM_HOME": str(state), "DAGSTER_HOME": str(state / "dagster_home")}
+    env = {**os.environ, "MLPLATFORM_HOME": str(state)}
+    env.pop("DAGSTER_HOME", None)  # the command itself must point Dagster at the state
     log = open(tmp_path / "webserver.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [
-            str(BIN / "dagster-webserver"),
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "-w",
-            "workspace.yaml",
-        ],
+        [str(BIN / "mlplatform"), "ui", "--port", str(port)],
         cwd=REPO,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
+        start_new_session=True,  # dagster dev starts children: stop the whole group
     )
     try:
         deadline = time.monotonic() + 120
@@ -144,12 +140,21 @@ def webserver(state: Path, tmp_path: Path) -> Iterator[int]:
                 time.sleep(0.5)
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop_group(proc)
         log.close()
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    for sig, wait in ((signal.SIGTERM, 60), (signal.SIGKILL, 30)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def test_ui_shows_every_asset_materialized_with_metadata(webserver: int) -> None:
