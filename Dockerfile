@@ -67,7 +67,8 @@ RUN install -d -o mlplatform -g mlplatform -m 0750 "$MLPLATFORM_HOME" "$DAGSTER_
     && install -o mlplatform -g mlplatform -m 0640 /app/dagster.yaml "$DAGSTER_HOME/dagster.yaml"
 
 WORKDIR /app
-USER mlplatform:mlplatform
+# Numeric, so the runtime (e.g. Kubernetes' runAsNonRoot) can tell it is not root.
+USER 10001:10001
 
 EXPOSE 4000
 
