@@ -78,6 +78,8 @@ def _run_config(args: argparse.Namespace) -> dict[str, Any]:
         training["model_name"] = args.model
     if args.threshold is not None:
         training["decision_threshold"] = args.threshold
+    if args.tune_threshold:
+        training["tune_threshold"] = True
     if training:
         ops["candidate_model"] = {"config": training}
     gate: dict[str, Any] = {}
@@ -236,6 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=None, help="generator seed")
     run.add_argument("--model", default=None, help="candidate to train")
     run.add_argument("--threshold", type=float, default=None, help="decision threshold")
+    run.add_argument(
+        "--tune-threshold",
+        action="store_true",
+        help="tune the threshold on out-of-fold training predictions",
+    )
     run.add_argument("--min-recall", type=float, default=None, help="gate: minimum recall")
     run.add_argument("--min-precision", type=float, default=None, help="gate: minimum precision")
     run.set_defaults(func=cmd_run)

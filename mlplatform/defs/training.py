@@ -1,6 +1,6 @@
 """Training: the train/test split (made before any fitting) and the candidate model."""
 
-from typing import Any
+from typing import Any, Literal
 
 import dagster as dg
 import pandas as pd
@@ -30,9 +30,14 @@ class TrainingConfig(dg.Config):
         default_factory=dict, description="Hyperparameters overriding the candidate's defaults."
     )
     decision_threshold: float | None = Field(
-        default=0.5,
-        description="Probability above which a row is predicted to fail; null tunes it on "
-        "out-of-fold predictions of the training rows to reach target_recall.",
+        default=None,
+        description="Probability above which a row is predicted to fail; null uses the "
+        "candidate's default (0.5, or tuned for the Gaussian process).",
+    )
+    tune_threshold: bool = Field(
+        default=False,
+        description="Tune the threshold on out-of-fold predictions of the training rows "
+        "to reach target_recall (overrides decision_threshold).",
     )
     target_recall: float = Field(
         default=0.85, description="Recall a tuned threshold aims at (training rows only)."
@@ -41,8 +46,14 @@ class TrainingConfig(dg.Config):
     max_fit_rows: int | None = Field(
         default=None,
         description="Cap on rows fitted (stratified subsample); None uses the candidate's own "
-        "cap (2,000 for the Gaussian process, none for the others).",
+        "cap (1,000 for the Gaussian process, none for the others).",
     )
+
+
+def _threshold(config: TrainingConfig) -> float | Literal["default", "tune"]:
+    if config.tune_threshold:
+        return "tune"
+    return "default" if config.decision_threshold is None else config.decision_threshold
 
 
 @dg.asset(group_name=TRAINING, kinds={"pandas", "parquet"}, owners=["team:ml-platform"])
@@ -77,7 +88,7 @@ def candidate_model(
         DATASET,
         model_name=config.model_name,
         params=config.params,
-        threshold=config.decision_threshold,
+        threshold=_threshold(config),
         target_recall=config.target_recall,
         seed=config.seed,
         max_fit_rows=config.max_fit_rows,

@@ -85,7 +85,7 @@ def test_scaler_is_fitted_on_training_rows_only_when_threshold_is_tuned(
     parts: tuple[pd.DataFrame, pd.DataFrame],
 ) -> None:
     train, _ = parts
-    model = train_candidate(train, AI4I, model_name="logistic_regression", threshold=None)
+    model = train_candidate(train, AI4I, model_name="logistic_regression", threshold="tune")
     scaler = model.pipeline.named_steps["preprocess"].named_transformers_["numeric"]
     train_x = train[AI4I.numeric_features].astype("float64")
     np.testing.assert_allclose(scaler.mean_, train_x.mean().to_numpy())
@@ -100,7 +100,7 @@ def test_trained_model_records_its_fit(
     assert logistic.n_train_rows == len(train)
     assert logistic.n_fit_rows == len(train)
     assert logistic.threshold == 0.5
-    assert logistic.threshold_source == "configured"
+    assert logistic.threshold_source == "candidate default"
     assert logistic.seed == 0
     assert logistic.fit_seconds >= 0.0
     assert logistic.params == dict(CANDIDATES["logistic_regression"].defaults)
@@ -244,7 +244,7 @@ def test_threshold_none_is_tuned_on_out_of_fold_predictions(
 ) -> None:
     train, _ = parts
     model = train_candidate(
-        train, AI4I, model_name="logistic_regression", threshold=None, target_recall=0.9,
+        train, AI4I, model_name="logistic_regression", threshold="tune", target_recall=0.9,
         cv_folds=4,
     )  # fmt: skip
     assert 0.0 < model.threshold < 1.0
@@ -264,7 +264,7 @@ def test_tuned_threshold_comes_from_out_of_fold_scores_of_the_training_rows(
 ) -> None:
     train, _ = parts
     model = train_candidate(
-        train, AI4I, model_name="logistic_regression", threshold=None, target_recall=0.8,
+        train, AI4I, model_name="logistic_regression", threshold="tune", target_recall=0.8,
         cv_folds=3, seed=7,
     )  # fmt: skip
     x, y = model_inputs(train, AI4I), train[AI4I.target].to_numpy()
@@ -277,8 +277,8 @@ def test_tuned_threshold_comes_from_out_of_fold_scores_of_the_training_rows(
 
 def test_tuned_threshold_is_deterministic(parts: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     train, _ = parts
-    a = train_candidate(train, AI4I, model_name="logistic_regression", threshold=None, seed=5)
-    b = train_candidate(train, AI4I, model_name="logistic_regression", threshold=None, seed=5)
+    a = train_candidate(train, AI4I, model_name="logistic_regression", threshold="tune", seed=5)
+    b = train_candidate(train, AI4I, model_name="logistic_regression", threshold="tune", seed=5)
     assert a.threshold == b.threshold
 
 

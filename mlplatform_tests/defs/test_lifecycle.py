@@ -131,3 +131,40 @@ def test_second_candidate_compared_on_rows_champion_never_saw(
     test_ids = set(split.loc[split["split"] == "test", "udi"])
     assert evaluation.champion.n_rows == len(test_ids - seen)
     assert evaluation.candidate_same_rows.n_rows == evaluation.champion.n_rows
+
+
+@pytest.mark.parametrize("model_name", ["gaussian_process", "random_forest"])
+def test_which_candidate_trains_is_configuration(
+    resources: dict[str, Any], model_name: str
+) -> None:
+    land_sample(resources, 3000, seed=17)
+    config = {
+        **LENIENT,
+        "ops": {
+            **LENIENT["ops"],
+            "candidate_model": {"config": {"model_name": model_name, "max_fit_rows": 800}},
+        },
+    }
+    result = materialize_all(resources, config)
+    # the gate may reject a Gaussian process fitted on 800 rows: only training and
+    # registration are under test here
+    trained = result.output_for_node("candidate_model")
+    assert trained.model_name == model_name
+    # the Gaussian process's probabilities rarely pass 0.5 at a 3 % base rate: its default
+    # threshold is tuned on out-of-fold training predictions
+    tuned = model_name == "gaussian_process"
+    assert trained.threshold_source.startswith("tuned") == tuned
+    assert trained.n_fit_rows == 800 and trained.n_train_rows == 2100
+    classifier = trained.pipeline.named_steps["classifier"].estimator
+    assert (
+        type(classifier).__name__
+        == {
+            "gaussian_process": "GaussianProcessClassifier",
+            "random_forest": "RandomForestClassifier",
+        }[model_name]
+    )
+    registry: MlflowRegistry = resources["mlflow_registry"]
+    [version] = registry.versions()
+    run = registry._client().get_run(version.run_id)
+    assert run.data.params["model_name"] == model_name
+    assert run.data.params["fit_rows"] == "800"
