@@ -34,7 +34,7 @@ def resources(state: StatePaths) -> dict[str, Any]:
     return build_resources(state)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def real_ai4i() -> Path:
     """The real AI4I 2020 file beside the checkout; skips when it is absent."""
     if not REAL_AI4I.is_file():

@@ -12,6 +12,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
+from mlplatform.core.evaluation import Interval, SliceReport
+
 __all__ = ["Criterion", "GateDecision", "GateThresholds", "decide"]
 
 
@@ -22,9 +24,11 @@ class GateThresholds:
     min_recall: float
     min_precision: float
     max_recall_drop_vs_champion: float
+    min_slice_recall: float = 0.0
+    min_slice_positives: int = 10
 
     def __post_init__(self) -> None:
-        for name in ("min_recall", "min_precision"):
+        for name in ("min_recall", "min_precision", "min_slice_recall"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:  # also rejects NaN
                 raise ValueError(f"gate threshold {name} must be in [0, 1], got {value!r}")
@@ -32,6 +36,10 @@ class GateThresholds:
             raise ValueError(
                 "gate threshold max_recall_drop_vs_champion must be >= 0, "
                 f"got {self.max_recall_drop_vs_champion!r}"
+            )
+        if self.min_slice_positives < 1:
+            raise ValueError(
+                f"gate threshold min_slice_positives must be >= 1, got {self.min_slice_positives}"
             )
 
 
@@ -44,11 +52,15 @@ class Criterion:
     threshold: float
     comparison: str
     passed: bool
+    note: str = ""
 
     def describe(self) -> str:
         """One line, e.g. ``recall 0.912 >= 0.800: pass``."""
         verdict = "pass" if self.passed else "FAIL"
-        return f"{self.name} {self.value:.4f} {self.comparison} {self.threshold:.4f}: {verdict}"
+        note = f" ({self.note})" if self.note else ""
+        return (
+            f"{self.name} {self.value:.4f} {self.comparison} {self.threshold:.4f}: {verdict}{note}"
+        )
 
 
 @dataclass(frozen=True)
@@ -79,9 +91,9 @@ class GateDecision:
 _EPS = 1e-12
 
 
-def _at_least(name: str, value: float, threshold: float) -> Criterion:
+def _at_least(name: str, value: float, threshold: float, note: str = "") -> Criterion:
     ok = not math.isnan(value) and value >= threshold - _EPS
-    return Criterion(name, value, threshold, ">=", ok)
+    return Criterion(name, value, threshold, ">=", ok, note)
 
 
 def decide(
@@ -89,6 +101,9 @@ def decide(
     thresholds: GateThresholds,
     champion_metrics: Mapping[str, float] | None = None,
     candidate_same_rows: Mapping[str, float] | None = None,
+    *,
+    recall_interval: Interval | None = None,
+    slices: Mapping[str, SliceReport] | None = None,
 ) -> GateDecision:
     """Decide whether a candidate passes the gate.
 
@@ -104,6 +119,13 @@ def decide(
     candidate_same_rows : mapping, optional
         The candidate's metrics on exactly the rows the champion was scored on
         (test rows the champion never trained on); defaults to ``metrics``.
+    recall_interval : Interval, optional
+        Bootstrap interval of the recall: when given, its *lower bound* must reach
+        ``min_recall`` (a lucky test split cannot pass a weak model).
+    slices : mapping, optional
+        Per-slice reports (e.g. by product type): each slice with at least
+        ``min_slice_positives`` positives must reach ``min_slice_recall``; smaller
+        slices are reported and not judged.
 
     Returns
     -------
@@ -113,10 +135,42 @@ def decide(
     for key in ("recall", "precision"):
         if key not in metrics:
             raise KeyError(f"gate needs metric {key!r}; got {sorted(metrics)}")
+    if recall_interval is not None:
+        recall = _at_least(
+            "recall_ci_lower",
+            recall_interval.low,
+            thresholds.min_recall,
+            f"{recall_interval.level:.0%} interval {recall_interval.low:.4f}-"
+            f"{recall_interval.high:.4f} around {recall_interval.estimate:.4f}",
+        )
+    else:
+        recall = _at_least("recall", float(metrics["recall"]), thresholds.min_recall)
     criteria = [
-        _at_least("recall", float(metrics["recall"]), thresholds.min_recall),
+        recall,
         _at_least("precision", float(metrics["precision"]), thresholds.min_precision),
     ]
+    for key, report in sorted((slices or {}).items()):
+        name = f"recall[{key}]"
+        if report.n_positive < thresholds.min_slice_positives:
+            criteria.append(
+                Criterion(
+                    name,
+                    report.recall,
+                    thresholds.min_slice_recall,
+                    ">=",
+                    True,
+                    f"not judged: {report.n_positive} positives < {thresholds.min_slice_positives}",
+                )
+            )
+        else:
+            criteria.append(
+                _at_least(
+                    name,
+                    report.recall,
+                    thresholds.min_slice_recall,
+                    f"{report.n_positive} positives",
+                )
+            )
     if champion_metrics is not None:
         floor = float(champion_metrics["recall"]) - thresholds.max_recall_drop_vs_champion
         same_rows = candidate_same_rows if candidate_same_rows is not None else metrics

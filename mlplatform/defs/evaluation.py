@@ -7,7 +7,14 @@ import pandas as pd
 from pydantic import Field
 
 from mlplatform.core.digest import frame_digest
-from mlplatform.core.evaluation import CandidateEvaluation, evaluate, metrics_from_predictions
+from mlplatform.core.evaluation import (
+    CandidateEvaluation,
+    bootstrap_intervals,
+    evaluate,
+    metrics_from_predictions,
+    permutation_importances,
+    slice_reports,
+)
 from mlplatform.core.features import model_inputs
 from mlplatform.core.gate import GateDecision, GateThresholds, decide
 from mlplatform.core.models import TrainedModel
@@ -20,7 +27,10 @@ from mlplatform.resources.mlflow_registry import MlflowRegistry
 class GateConfig(dg.Config):
     """Thresholds of the recall gate."""
 
-    min_recall: float = Field(default=0.75, description="Minimum recall on the test split.")
+    min_recall: float = Field(
+        default=0.65,
+        description="Minimum for the lower bound of the test recall's bootstrap interval.",
+    )
     min_precision: float = Field(
         default=0.50, description="Minimum precision: a model that flags everything fails."
     )
@@ -28,11 +38,29 @@ class GateConfig(dg.Config):
         default=0.05,
         description="How much lower than the champion's recall (same test rows) is tolerated.",
     )
+    min_slice_recall: float = Field(
+        default=0.50, description="Minimum recall in every slice (product type)."
+    )
+    min_slice_positives: int = Field(
+        default=10, description="Slices with fewer positives are reported but not judged."
+    )
+
+
+class EvaluationConfig(dg.Config):
+    """How the candidate is evaluated on the test split."""
+
+    slice_column: str = Field(default="type", description="Column whose values define slices.")
+    bootstrap_resamples: int = Field(default=2_000, description="Bootstrap resamples.")
+    confidence_level: float = Field(default=0.95, description="Confidence level of intervals.")
+    importance_repeats: int = Field(
+        default=5, description="Shuffles per feature for permutation importance (0: skip)."
+    )
 
 
 @dg.asset(group_name=EVALUATION, kinds={"sklearn", "mlflow"}, owners=["team:ml-platform"])
 def model_evaluation(
     context: dg.AssetExecutionContext,
+    config: EvaluationConfig,
     candidate_model: TrainedModel,
     train_test_split: pd.DataFrame,
     mlflow_registry: MlflowRegistry,
@@ -41,7 +69,26 @@ def model_evaluation(
     test = train_test_split[train_test_split[SPLIT_COLUMN] == "test"]
     x, y = model_inputs(test, DATASET), test[DATASET.target].to_numpy()
     scores = candidate_model.pipeline.predict_proba(x)[:, 1]
-    report = metrics_from_predictions(y, candidate_model.pipeline.predict(x), scores)
+    predicted = candidate_model.pipeline.predict(x)
+    report = metrics_from_predictions(y, predicted, scores)
+    intervals = bootstrap_intervals(
+        report,
+        n_resamples=config.bootstrap_resamples,
+        level=config.confidence_level,
+        seed=candidate_model.seed,
+    )
+    slices = slice_reports(y, predicted, test[config.slice_column])
+    importances = (
+        permutation_importances(
+            candidate_model.pipeline,
+            test,
+            DATASET,
+            repeats=config.importance_repeats,
+            seed=candidate_model.seed,
+        )
+        if config.importance_repeats > 0
+        else None
+    )
 
     champion_ref = mlflow_registry.champion()
     champion_report = candidate_same_rows = None
@@ -67,12 +114,30 @@ def model_evaluation(
         champion_version=champion_ref.version if champion_ref else None,
         champion=champion_report,
         candidate_same_rows=candidate_same_rows,
+        intervals=intervals,
+        slices=slices,
+        importances=importances,
     )
     context.log.info(
         f"candidate recall {report.recall:.4f}, precision {report.precision:.4f}, "
         f"ROC-AUC {report.roc_auc:.4f} on {report.n_rows} test rows"
     )
     metadata: dict[str, Any] = {k: v for k, v in report.metrics().items()}
+    for name, interval in intervals.items():
+        metadata[f"{name}_ci_low"] = interval.low
+        metadata[f"{name}_ci_high"] = interval.high
+    metadata["slices"] = dg.MetadataValue.md(
+        f"| {config.slice_column} | rows | positives | recall | precision |\n"
+        + "|---|---|---|---|---|\n"
+        + "\n".join(
+            f"| {s.slice} | {s.n_rows} | {s.n_positive} | {s.recall:.4f} | {s.precision:.4f} |"
+            for s in slices.values()
+        )
+    )
+    if importances is not None:
+        metadata["permutation_importance"] = dg.MetadataValue.md(
+            importances.to_markdown(index=False, floatfmt=".4f")
+        )
     metadata["confusion_matrix"] = dg.MetadataValue.json(
         {"rows: actual [no failure, failure]": report.confusion_matrix()}
     )
@@ -96,13 +161,18 @@ def gate_decision(
         min_recall=config.min_recall,
         min_precision=config.min_precision,
         max_recall_drop_vs_champion=config.max_recall_drop_vs_champion,
+        min_slice_recall=config.min_slice_recall,
+        min_slice_positives=config.min_slice_positives,
     )
     champion, same_rows = model_evaluation.champion, model_evaluation.candidate_same_rows
+    intervals = model_evaluation.intervals or {}
     decision = decide(
         model_evaluation.candidate.metrics(),
         thresholds,
         champion.metrics() if champion is not None else None,
         same_rows.metrics() if same_rows is not None else None,
+        recall_interval=intervals.get("recall"),
+        slices=model_evaluation.slices,
     )
     log = context.log.info if decision.passed else context.log.warning
     log(decision.summary())
@@ -113,14 +183,14 @@ def gate_metadata(decision: GateDecision) -> dict[str, Any]:
     """Decision metadata: the verdict and a table of criteria."""
     rows = "\n".join(
         f"| {c.name} | {c.value:.4f} | {c.comparison} {c.threshold:.4f} | "
-        f"{'pass' if c.passed else '**FAIL**'} |"
+        f"{'pass' if c.passed else '**FAIL**'} | {c.note} |"
         for c in decision.criteria
     )
     return {
         "passed": decision.passed,
         "first_model": decision.first_model,
         "criteria": dg.MetadataValue.md(
-            "| criterion | value | threshold | verdict |\n|---|---|---|---|\n" + rows
+            "| criterion | value | threshold | verdict | note |\n|---|---|---|---|---|\n" + rows
         ),
         "decision": dg.MetadataValue.json(decision.to_dict()),
     }

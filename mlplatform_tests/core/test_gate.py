@@ -263,11 +263,11 @@ def test_to_dict_holds_every_criterion_and_is_json_ready() -> None:
     assert data["first_model"] is False
     assert data["criteria"] == [
         {"name": "recall", "value": 0.8123, "threshold": 0.8, "comparison": ">=",
-         "passed": True},
+         "passed": True, "note": ""},
         {"name": "precision", "value": 0.2512, "threshold": 0.3, "comparison": ">=",
-         "passed": False},
+         "passed": False, "note": ""},
         {"name": "recall_vs_champion", "value": 0.8123, "threshold": pytest.approx(0.85),
-         "comparison": ">=", "passed": False},
+         "comparison": ">=", "passed": False, "note": ""},
     ]  # fmt: skip
 
 

@@ -1,0 +1,99 @@
+"""A degraded candidate is never promoted: shuffled labels, or no derived features.
+
+Runs on the real AI4I file over 20 split seeds, with the gate's default thresholds
+and the first-run rule (no champion to compare with: the most permissive case).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlplatform.core.evaluation import bootstrap_intervals, evaluate, slice_reports
+from mlplatform.core.features import build_feature_table, model_inputs
+from mlplatform.core.gate import GateThresholds, decide
+from mlplatform.core.ingest import type_and_validate
+from mlplatform.core.models import train_candidate
+from mlplatform.core.schema import AI4I
+from mlplatform.core.split import SPLIT_COLUMN, stratified_split
+from mlplatform.defs.evaluation import GateConfig
+
+pytestmark = pytest.mark.slow
+
+SEEDS = range(20)
+RAW_ONLY = dataclasses.replace(AI4I, derived=())
+
+
+@pytest.fixture(scope="module")
+def table(real_ai4i: Path) -> pd.DataFrame:
+    raw = pd.read_csv(real_ai4i, dtype=str, keep_default_na=False)
+    return build_feature_table(type_and_validate(raw, AI4I, real_ai4i.name).valid, AI4I)
+
+
+def _default_thresholds() -> GateThresholds:
+    config = GateConfig()
+    return GateThresholds(
+        min_recall=config.min_recall,
+        min_precision=config.min_precision,
+        max_recall_drop_vs_champion=config.max_recall_drop_vs_champion,
+        min_slice_recall=config.min_slice_recall,
+        min_slice_positives=config.min_slice_positives,
+    )
+
+
+def _gate(table: pd.DataFrame, seed: int, *, shuffle: bool, spec: object) -> tuple[bool, str]:
+    split, _ = stratified_split(table, AI4I.target, test_size=0.3, seed=seed)
+    train = split[split[SPLIT_COLUMN] == "train"].copy()
+    test = split[split[SPLIT_COLUMN] == "test"]
+    if shuffle:
+        labels = train[AI4I.target].to_numpy()
+        train[AI4I.target] = np.random.default_rng(seed).permutation(labels)
+    trained = train_candidate(train, spec, model_name="hist_gradient_boosting", seed=seed)  # type: ignore[arg-type]
+    report = evaluate(trained.pipeline, test, spec)  # type: ignore[arg-type]
+    predicted = trained.pipeline.predict(model_inputs(test, spec))  # type: ignore[arg-type]
+    decision = decide(
+        report.metrics(),
+        _default_thresholds(),
+        recall_interval=bootstrap_intervals(report, seed=seed)["recall"],
+        slices=slice_reports(test[AI4I.target].to_numpy(), predicted, test["type"]),
+    )
+    return decision.passed, decision.summary()
+
+
+@pytest.mark.parametrize(
+    "degradation",
+    [
+        "shuffled_labels",
+        pytest.param(
+            "no_derived_features",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="known gap (issue 4): with HGB at threshold 0.5 and the recall "
+                "lower bound at 0.65, a raw-features model passes on 1 of 20 seeds (seed 18); "
+                "needs the stronger tuned candidates and a higher bound",
+            ),
+        ),
+    ],
+)
+def test_degraded_candidate_never_passes(table: pd.DataFrame, degradation: str) -> None:
+    passed = {}
+    for seed in SEEDS:
+        ok, summary = _gate(
+            table,
+            seed,
+            shuffle=degradation == "shuffled_labels",
+            spec=RAW_ONLY if degradation == "no_derived_features" else AI4I,
+        )
+        passed[seed] = summary if ok else None
+    promoted = {s: summary for s, summary in passed.items() if summary}
+    assert not promoted, f"{degradation} passed the gate for seeds {promoted}"
+
+
+def test_full_candidate_passes_on_most_seeds(table: pd.DataFrame) -> None:
+    # the control: the same gate is not simply rejecting everything
+    results = [_gate(table, seed, shuffle=False, spec=AI4I)[0] for seed in SEEDS]
+    assert sum(results) >= 15, f"only {sum(results)} of 20 seeds passed"
