@@ -9,9 +9,7 @@ from typing import Any
 import pytest
 
 from mlplatform.paths import StatePaths
-
-REPO = Path(__file__).resolve().parents[1]
-REAL_AI4I = REPO.parent / "shared" / "data" / "ai4i2020.csv"
+from mlplatform_tests.real_data import require_real_ai4i
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
@@ -37,6 +35,4 @@ def resources(state: StatePaths) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def real_ai4i() -> Path:
     """The real AI4I 2020 file beside the checkout; skips when it is absent."""
-    if not REAL_AI4I.is_file():
-        pytest.skip(f"real AI4I file not found at {REAL_AI4I}")
-    return REAL_AI4I
+    return require_real_ai4i()

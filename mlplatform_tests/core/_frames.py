@@ -6,30 +6,21 @@ Every builder returns a fresh copy, so a test may mutate what it gets.
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from mlplatform.core.features import build_feature_table
 from mlplatform.core.generator import generate_ai4i
 from mlplatform.core.ingest import type_and_validate
 from mlplatform.core.schema import AI4I
 from mlplatform.core.split import SPLIT_COLUMN, stratified_split
-
-
-def real_ai4i_path() -> Path:
-    """Where the real AI4I 2020 file lives: ``../shared/data`` from the repo root."""
-    return Path(__file__).resolve().parents[3] / "shared" / "data" / "ai4i2020.csv"
+from mlplatform_tests.real_data import require_real_ai4i
 
 
 def read_real_ai4i_as_text() -> pd.DataFrame:
     """The real file as landed text (every column a string), or skip the calling test."""
-    path = real_ai4i_path()
-    if not path.is_file():
-        pytest.skip(f"real AI4I file not found at {path}")
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
+    return pd.read_csv(require_real_ai4i(), dtype=str, keep_default_na=False)
 
 
 def raw_text(n_rows: int, seed: int = 0, start_udi: int = 1) -> pd.DataFrame:

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from mlplatform.core.generator import AI4I_COLUMNS, generate_ai4i
+from mlplatform_tests.real_data import require_real_ai4i
 
 NUMERIC_COLUMNS = (
     "Air temperature [K]",
@@ -34,17 +35,9 @@ MOMENT_TOLERANCES = {
 }
 
 
-def real_ai4i_path() -> Path:
-    """Return where the real AI4I 2020 file lives: ``../shared/data`` from the repo root."""
-    return Path(__file__).resolve().parents[3] / "shared" / "data" / "ai4i2020.csv"
-
-
 def read_real_ai4i() -> pd.DataFrame:
     """Read the real AI4I 2020 file, or skip the calling test when it is absent."""
-    path = real_ai4i_path()
-    if not path.is_file():
-        pytest.skip(f"real AI4I file not found at {path}")
-    return pd.read_csv(path)
+    return pd.read_csv(require_real_ai4i())
 
 
 @pytest.fixture(scope="module")
