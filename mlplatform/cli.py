@@ -1,8 +1,10 @@
-"""``mlplatform``: run the lifecycle once, show its state, open the UI.
+"""``mlplatform``: run the lifecycle once, show its state, open the UI, move the champion.
 
 Every command works on the state folder named by ``MLPLATFORM_HOME`` (default
 ``./data``), with ``DAGSTER_HOME`` inside it, so ``mlplatform ui`` shows exactly
-the runs and materializations that ``mlplatform run`` made.
+the runs and materializations that ``mlplatform run`` made. ``rollback`` and
+``promote`` change the champion alias through the same code path as the pipeline,
+and every change is in the promotion ledger (``mlplatform ledger``).
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from typing import TYPE_CHECKING, Any
 from mlplatform.paths import HOME_ENV, StatePaths
 
 if TYPE_CHECKING:
+    from mlplatform.core.ledger import LedgerEntry
     from mlplatform.resources.feature_store import FeatureStore
     from mlplatform.resources.landing import LandingArea
+    from mlplatform.resources.ledger import PromotionLedger
     from mlplatform.resources.mlflow_registry import MlflowRegistry
     from mlplatform.resources.predictions import PredictionStore
 
@@ -28,6 +32,7 @@ __all__ = ["main"]
 
 EXIT_OK = 0
 EXIT_RUN_FAILED = 1
+EXIT_USAGE = 2
 EXIT_GATE_FAILED = 3
 
 
@@ -164,11 +169,48 @@ def _report(paths: StatePaths, result: Any) -> int:
     return EXIT_OK
 
 
-def _print_state(paths: StatePaths) -> int:
-    from mlplatform.defs.resources import build_resources
+def _resources(paths: StatePaths) -> dict[str, Any]:
+    from mlplatform.defs.resources import LEDGER_URL_ENV, build_resources
 
-    resources_ = build_resources(paths, tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"))
+    return build_resources(
+        paths,
+        tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"),
+        ledger_url=os.environ.get(LEDGER_URL_ENV),
+    )
+
+
+def _champion_control(paths: StatePaths) -> tuple[MlflowRegistry, PromotionLedger]:
+    resources_ = _resources(paths)
+    return resources_["mlflow_registry"], resources_["ledger"]
+
+
+def _describe_entry(entry: LedgerEntry, *, reason_chars: int | None = None) -> str:
+    run = f", run {entry.dagster_run_id}" if entry.dagster_run_id else ""
+    reason = entry.reason
+    if reason_chars is not None and len(reason) > reason_chars:
+        reason = reason[: reason_chars - 1] + "…"
+    return f"{entry.describe()} at {entry.recorded_at:%Y-%m-%d %H:%M:%S} UTC{run}: {reason}"
+
+
+def _reconcile(registry: MlflowRegistry, ledger: PromotionLedger) -> None:
+    from mlplatform.resources.ledger import reconcile_champion
+
+    for entry in reconcile_champion(registry, ledger):
+        print(f"reconciled an interrupted alias change: ledger entry {entry.describe()}")
+    for entry in ledger.pending(registry.model_name):
+        print(
+            f"in flight: ledger entry {entry.describe()} began at "
+            f"{entry.recorded_at:%Y-%m-%d %H:%M:%S} UTC (settled after "
+            f"{ledger.in_flight_seconds:g} s if its process died)"
+        )
+
+
+def _print_state(paths: StatePaths) -> int:
+    from mlplatform.core.ledger import ledger_champion
+
+    resources_ = _resources(paths)
     registry: MlflowRegistry = resources_["mlflow_registry"]
+    ledger: PromotionLedger = resources_["ledger"]
     predictions: PredictionStore = resources_["prediction_store"]
     champion = registry.champion()
     print(f"\nstate folder:  {paths.root}")
@@ -182,6 +224,17 @@ def _print_state(paths: StatePaths) -> int:
         )
         shown = ("recall", "precision", "f1", "roc_auc", "pr_auc")
         print("metrics:       " + ", ".join(f"{k} {metrics[k]:.4f}" for k in shown if k in metrics))
+    entries = ledger.entries(registry.model_name)
+    committed = [e for e in entries if e.state == "committed"]
+    last = _describe_entry(committed[-1], reason_chars=60) if committed else "none recorded"
+    print(f"last change:   {last}")
+    recorded = ledger_champion(entries)
+    alias = champion.version if champion else None
+    if committed and recorded != alias:
+        print(
+            f"WARNING:       the ledger says version {recorded} is champion but the alias "
+            f"points at {alias or 'nothing'}: it was moved outside mlplatform"
+        )
     print(
         f"MLflow store:  {registry.tracking_uri}   (browse: "
         f"{Path(sys.executable).parent / 'mlflow'} ui --backend-store-uri "
@@ -194,10 +247,92 @@ def _print_state(paths: StatePaths) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """Print the champion, its metrics and where the outputs are."""
+    """Print the champion, its metrics, its latest ledger entry and where the outputs are."""
     paths = StatePaths.from_env()
     prepare_state(paths)
+    _reconcile(*_champion_control(paths))
     return _print_state(paths)
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:
+    """Print every entry of the promotion ledger, oldest first (settling interrupted ones)."""
+    from tabulate import tabulate
+
+    paths = StatePaths.from_env()
+    prepare_state(paths)
+    registry, ledger = _champion_control(paths)
+    _reconcile(registry, ledger)
+    entries = ledger.entries(registry.model_name)
+    if not entries:
+        print(f"the promotion ledger of {registry.model_name} is empty")
+        return EXIT_OK
+    gate = {True: "passed", False: "FAILED", None: "-"}
+    rows = [
+        [
+            e.id,
+            f"{e.recorded_at:%Y-%m-%d %H:%M:%S}",
+            e.action,
+            e.from_version or "-",
+            e.to_version,
+            e.state,
+            gate[e.gate_passed],
+            e.dagster_run_id[:8] if e.dagster_run_id else "-",
+            e.data_digest[:12] if e.data_digest else "-",
+            e.reason,
+        ]
+        for e in entries
+    ]
+    headers = ["id", "recorded (UTC)", "action", "from", "to", "state", "gate", "run", "data"]
+    print(f"promotion ledger of {registry.model_name} ({ledger.url})")
+    print(tabulate(rows, headers=[*headers, "reason"], tablefmt="simple"))
+    return EXIT_OK
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """Move the champion back to the previous champion and record why."""
+    from mlplatform.defs.operations import rollback
+    from mlplatform.resources.ledger import ChampionChangeError
+
+    paths = StatePaths.from_env()
+    prepare_state(paths)
+    registry, ledger = _champion_control(paths)
+    try:
+        entry = rollback(registry, ledger, reason=args.reason)
+    except ChampionChangeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(
+        f"champion of {entry.model_name}: version {entry.from_version} -> version "
+        f"{entry.to_version}\nrecorded: {_describe_entry(entry)}"
+    )
+    return EXIT_OK
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    """Make a version champion whatever its gate decided (an override, recorded with why)."""
+    from mlplatform.defs.operations import override
+    from mlplatform.resources.ledger import ChampionChangeError
+
+    paths = StatePaths.from_env()
+    prepare_state(paths)
+    registry, ledger = _champion_control(paths)
+    try:
+        entry = override(registry, ledger, version=args.version, reason=args.reason)
+    except ChampionChangeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if entry is None:
+        print(
+            f"version {args.version} of {registry.model_name} already is the champion: "
+            "nothing changed, nothing recorded"
+        )
+        return EXIT_OK
+    gate = {True: "passed", False: "FAILED", None: "unknown"}[entry.gate_passed]
+    print(
+        f"champion of {entry.model_name}: version {entry.from_version or '(none)'} -> version "
+        f"{entry.to_version} (override; its gate {gate})\nrecorded: {_describe_entry(entry)}"
+    )
+    return EXIT_OK
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -247,8 +382,27 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--min-precision", type=float, default=None, help="gate: minimum precision")
     run.set_defaults(func=cmd_run)
 
-    status = sub.add_parser("status", help="show the champion, its metrics and the outputs")
+    status = sub.add_parser(
+        "status", help="show the champion, its metrics, its latest ledger entry and the outputs"
+    )
     status.set_defaults(func=cmd_status)
+
+    ledger = sub.add_parser("ledger", help="print every champion alias change, oldest first")
+    ledger.set_defaults(func=cmd_ledger)
+
+    rollback = sub.add_parser(
+        "rollback", help="move the champion back to the previous champion (recorded)"
+    )
+    rollback.add_argument("--reason", required=True, help="why (recorded in the ledger)")
+    rollback.set_defaults(func=cmd_rollback)
+
+    promote = sub.add_parser(
+        "promote",
+        help="make VERSION champion even if its gate failed (an override, recorded with why)",
+    )
+    promote.add_argument("version", metavar="VERSION", help="registered model version")
+    promote.add_argument("--reason", required=True, help="why (recorded in the ledger)")
+    promote.set_defaults(func=cmd_promote)
 
     ui = sub.add_parser("ui", help="open the Dagster UI on the same state (dagster dev)")
     ui.add_argument("--host", default="127.0.0.1")

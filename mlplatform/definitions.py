@@ -11,7 +11,8 @@ import dagster as dg
 
 from mlplatform.defs import evaluation, features, inference, ingestion, registry, training
 from mlplatform.defs.jobs import batch_inference_job, ingest_job, train_and_score_job
-from mlplatform.defs.resources import build_resources
+from mlplatform.defs.operations import rollback_champion_job
+from mlplatform.defs.resources import LEDGER_URL_ENV, build_resources
 from mlplatform.paths import StatePaths
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -24,8 +25,12 @@ def build_definitions(paths: StatePaths | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=dg.load_assets_from_modules(modules),
         asset_checks=dg.load_asset_checks_from_modules(modules),
-        jobs=[train_and_score_job, batch_inference_job, ingest_job],
-        resources=build_resources(paths, tracking_uri=os.environ.get("MLFLOW_TRACKING_URI")),
+        jobs=[train_and_score_job, batch_inference_job, ingest_job, rollback_champion_job],
+        resources=build_resources(
+            paths,
+            tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"),
+            ledger_url=os.environ.get(LEDGER_URL_ENV),
+        ),
         executor=dg.in_process_executor,
     )
 

@@ -1,7 +1,8 @@
 """Where the platform keeps its state: one folder, chosen by one environment variable.
 
 ``MLPLATFORM_HOME`` (default ``./data``) holds the Dagster home, the MLflow SQLite
-backend and artifacts, the landing area, the feature store and the predictions.
+backend and artifacts, the landing area, the feature store, the predictions and
+the promotion ledger.
 Nothing here touches the disk at import time; :meth:`StatePaths.ensure` creates
 the folders when a command needs them.
 """
@@ -73,6 +74,11 @@ class StatePaths:
     def mlflow_artifact_root(self) -> str:
         """File URI of the embedded MLflow artifact root."""
         return (self.mlflow_dir / "artifacts").as_uri()
+
+    @property
+    def ledger_url(self) -> str:
+        """SQLAlchemy URL of the promotion ledger (SQLite, beside the other state)."""
+        return f"sqlite:///{self.root / 'ledger.db'}"
 
     @property
     def dagster_home(self) -> Path:

@@ -75,9 +75,18 @@ def test_gate_is_a_blocking_check_on_the_registered_model(defs: dg.Definitions) 
 
 def test_jobs_run_in_process(defs: dg.Definitions) -> None:
     jobs = {j.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__")}
-    assert {"train_and_score", "batch_inference", "ingest"} <= jobs
+    assert {"train_and_score", "batch_inference", "ingest", "rollback_champion"} <= jobs
     job = defs.resolve_job_def("train_and_score")
     assert job.executor_def.name == "in_process"
+
+
+def test_rollback_job_moves_the_alias_with_a_reason(defs: dg.Definitions) -> None:
+    job = defs.resolve_job_def("rollback_champion")
+    assert job.executor_def.name == "in_process"
+    [node] = job.nodes
+    assert node.definition.required_resource_keys == {"mlflow_registry", "ledger"}
+    reason = node.definition.config_schema.config_type.fields["reason"]
+    assert reason.is_required and reason.description
 
 
 @pytest.mark.e2e

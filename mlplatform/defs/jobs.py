@@ -1,4 +1,8 @@
-"""Jobs, named for what they do."""
+"""Jobs, named for what they do.
+
+The asset jobs are defined here; ``rollback_champion`` is an op job (it moves an
+alias, it does not compute an asset) defined in :mod:`mlplatform.defs.operations`.
+"""
 
 import dagster as dg
 
@@ -7,6 +11,7 @@ from mlplatform.defs.common import INFERENCE, INGESTION
 TRAIN_AND_SCORE = "train_and_score"
 BATCH_INFERENCE = "batch_inference"
 INGEST = "ingest"
+ROLLBACK_CHAMPION = "rollback_champion"
 
 train_and_score_job = dg.define_asset_job(
     TRAIN_AND_SCORE,

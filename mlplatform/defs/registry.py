@@ -14,6 +14,7 @@ from mlplatform.core.models import TrainedModel
 from mlplatform.core.split import SPLIT_COLUMN
 from mlplatform.defs.common import DATASET, REGISTRY
 from mlplatform.defs.evaluation import gate_metadata
+from mlplatform.resources.ledger import PromotionLedger, RolledBackVersionError, move_champion
 from mlplatform.resources.mlflow_registry import MlflowRegistry, ModelVersionRef
 
 RECALL_GATE_CHECK = "recall_gate"
@@ -116,23 +117,41 @@ def champion_model(
     registered_model: ModelVersionRef,
     gate_decision: GateDecision,
     mlflow_registry: MlflowRegistry,
+    ledger: PromotionLedger,
 ) -> dg.Output[ChampionState]:
-    """The champion alias: moved to the new version only when its gate decision passed."""
+    """The champion alias: moved to the new version only when its gate passed, and recorded."""
     previous = mlflow_registry.champion()
     previous_version = previous.version if previous else None
+    entry = None
     # Blocking checks do not stop declarative automation (dagster#17332): read the decision here.
     if gate_decision.passed:
-        mlflow_registry.promote(registered_model)
-        state = ChampionState(
-            registered_model.name, registered_model.version, previous_version, promoted=True
-        )
+        try:
+            entry = move_champion(
+                mlflow_registry,
+                ledger,
+                action="promote",
+                to_version=registered_model.version,
+                reason=gate_decision.summary(),
+                gate_passed=True,
+                dagster_run_id=context.run.run_id,
+            )
+        except RolledBackVersionError as exc:
+            context.log.warning(str(exc))
+    current = mlflow_registry.champion()
+    state = ChampionState(
+        registered_model.name,
+        current.version if current else None,
+        previous_version,
+        promoted=entry is not None,
+    )
+    if entry is not None:
         context.log.info(
-            f"champion: {previous_version or '(none)'} -> version {registered_model.version}"
+            f"champion: {entry.from_version or '(none)'} -> version {entry.to_version} "
+            f"(ledger entry {entry.id})"
         )
-    else:
-        state = ChampionState(
-            registered_model.name, previous_version, previous_version, promoted=False
-        )
+    elif state.version == registered_model.version:
+        context.log.info(f"version {registered_model.version} already is the champion")
+    elif not gate_decision.passed:
         context.log.warning(
             f"gate failed for version {registered_model.version}: champion stays at "
             f"{previous_version or '(none)'}; {gate_decision.summary()}"
@@ -143,6 +162,7 @@ def champion_model(
             "champion_version": state.version or "none",
             "previous_version": previous_version or "none",
             "promoted": state.promoted,
+            "ledger_entry": str(entry.id) if entry else "none",
             "champion_uri": f"models:/{state.name}@{mlflow_registry.champion_alias}",
         },
     )

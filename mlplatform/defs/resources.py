@@ -6,14 +6,24 @@ from mlplatform.paths import StatePaths
 from mlplatform.resources.asset_storage import AssetStorage
 from mlplatform.resources.feature_store import FeatureStore
 from mlplatform.resources.landing import LandingArea
+from mlplatform.resources.ledger import PromotionLedger
 from mlplatform.resources.mlflow_registry import MlflowRegistry
 from mlplatform.resources.predictions import PredictionStore
 
-__all__ = ["build_resources"]
+__all__ = ["LEDGER_URL_ENV", "build_resources"]
+
+LEDGER_URL_ENV = "MLPLATFORM_LEDGER_URL"
 
 
-def build_resources(paths: StatePaths, *, tracking_uri: str | None = None) -> dict[str, Any]:
-    """Every resource, rooted at ``paths``; ``tracking_uri`` overrides the embedded MLflow."""
+def build_resources(
+    paths: StatePaths, *, tracking_uri: str | None = None, ledger_url: str | None = None
+) -> dict[str, Any]:
+    """Every resource, rooted at ``paths``.
+
+    ``tracking_uri`` overrides the embedded MLflow store and ``ledger_url`` the embedded
+    SQLite promotion ledger (a deployment with an MLflow server keeps its ledger in a
+    shared database too).
+    """
     return {
         "landing": LandingArea(
             landing_dir=str(paths.landing),
@@ -26,6 +36,7 @@ def build_resources(paths: StatePaths, *, tracking_uri: str | None = None) -> di
             tracking_uri=tracking_uri or paths.mlflow_tracking_uri,
             artifact_root=None if tracking_uri else paths.mlflow_artifact_root,
         ),
+        "ledger": PromotionLedger(url=ledger_url or paths.ledger_url),
         "io_manager": AssetStorage(base_dir=str(paths.asset_storage)),
         "feature_io_manager": AssetStorage(base_dir=str(paths.feature_store)),
     }

@@ -24,9 +24,10 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from sklearn.pipeline import Pipeline
 
-__all__ = ["TRAINING_IDS_ARTIFACT", "MlflowRegistry", "ModelVersionRef"]
+__all__ = ["DATASET_DIGEST_TAG", "TRAINING_IDS_ARTIFACT", "MlflowRegistry", "ModelVersionRef"]
 
 TRAINING_IDS_ARTIFACT = "training_entity_ids.parquet"
+DATASET_DIGEST_TAG = "dataset_digest"
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,7 @@ class MlflowRegistry(dg.ConfigurableResource):
         with _quiet_schema_hints(), mlflow.start_run(experiment_id=experiment_id) as run:
             mlflow.log_params({k: _param(v) for k, v in params.items()})
             mlflow.log_metrics(dict(metrics))
-            mlflow.set_tags({**run_tags, "dataset_digest": dataset_digest})
+            mlflow.set_tags({**run_tags, DATASET_DIGEST_TAG: dataset_digest})
             dataset = from_pandas(training_frame, name="training_split", digest=dataset_digest[:36])
             mlflow.log_input(dataset, context="training")
             for name, doc in (documents or {}).items():
@@ -182,6 +183,39 @@ class MlflowRegistry(dg.ConfigurableResource):
     def promote(self, ref: ModelVersionRef) -> None:
         """Point the champion alias at ``ref``."""
         self._client().set_registered_model_alias(ref.name, self.champion_alias, ref.version)
+
+    def get_version(self, version: str) -> ModelVersionRef:
+        """The registered version ``version`` of the model.
+
+        Raises
+        ------
+        LookupError
+            When the model has no such version; the message lists the versions it has.
+        """
+        from mlflow.exceptions import MlflowException
+
+        client = self._client()
+        try:
+            mv = client.get_model_version(self.model_name, str(version))
+        except MlflowException as exc:
+            if exc.error_code not in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
+                raise
+            known = ", ".join(r.version for r in self.versions()) or "none"
+            raise LookupError(
+                f"model {self.model_name!r} has no version {version!r} "
+                f"(registered versions: {known})"
+            ) from exc
+        return ModelVersionRef(self.model_name, str(mv.version), str(mv.run_id))
+
+    def run_tags(self, ref: ModelVersionRef) -> dict[str, str]:
+        """The tags of the MLflow run that produced ``ref``."""
+        return dict(self._client().get_run(ref.run_id).data.tags)
+
+    def dataset_digest(self, ref: ModelVersionRef) -> str | None:
+        """Digest of the rows ``ref`` was trained on (None if its run did not log one)."""
+        if ref.run_id in {"", "None"}:
+            return None
+        return self.run_tags(ref).get(DATASET_DIGEST_TAG)
 
     def versions(self) -> list[ModelVersionRef]:
         """Every registered version of the model, oldest first."""
