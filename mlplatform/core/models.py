@@ -11,7 +11,7 @@ Adding a candidate is one entry in :data:`CANDIDATES`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -32,6 +32,7 @@ from sklearn.model_selection import (
 )
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from threadpoolctl import threadpool_limits
 
 from mlplatform.core.features import model_inputs
 from mlplatform.core.schema import DatasetSpec
@@ -41,6 +42,7 @@ __all__ = [
     "Candidate",
     "TrainedModel",
     "build_pipeline",
+    "stratified_subsample",
     "threshold_for_recall",
     "train_candidate",
 ]
@@ -48,7 +50,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Candidate:
-    """A named model family: a classifier factory, its defaults and its row cap.
+    """A named model family: a classifier factory, its defaults, row cap and search space.
 
     ``max_fit_rows`` bounds the cost of models whose fit is super-linear in rows
     (the Gaussian process is cubic): above it, a stratified subsample is fitted.
@@ -56,6 +58,9 @@ class Candidate:
     None means it is tuned on out-of-fold predictions (for models whose
     probabilities are not calibrated around 0.5, like the Gaussian process, whose
     positive-class probabilities rarely pass 0.5 at a 3 % base rate).
+    ``search_space`` maps hyperparameters to the values a candidate search tries
+    (over the defaults; see :mod:`mlplatform.core.selection`); empty means the
+    defaults are the only configuration.
     """
 
     name: str
@@ -64,6 +69,18 @@ class Candidate:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     max_fit_rows: int | None = None
     default_threshold: float | None = 0.5
+    search_space: Mapping[str, Sequence[Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.search_space) - set(self.defaults)
+        if unknown:
+            raise ValueError(
+                f"candidate {self.name!r}: search space names unknown parameters "
+                f"{sorted(unknown)}; known: {sorted(self.defaults)}"
+            )
+        empty = sorted(k for k, values in self.search_space.items() if len(values) == 0)
+        if empty:
+            raise ValueError(f"candidate {self.name!r}: no values to search for {empty}")
 
     def make(self, params: Mapping[str, Any], seed: int) -> ClassifierMixin:
         """A fresh, unfitted classifier with ``params`` over the defaults."""
@@ -76,9 +93,21 @@ class Candidate:
         return self.factory(**{**self.defaults, **params}, random_state=seed)
 
 
-def _gaussian_process(*, length_scale: float, random_state: int) -> ClassifierMixin:
-    kernel = ConstantKernel(1.0) * RBF(length_scale=length_scale)
-    return GaussianProcessClassifier(kernel=kernel, random_state=random_state)
+def _gaussian_process(
+    *, length_scale: float, amplitude: float, optimize_kernel: bool, random_state: int
+) -> ClassifierMixin:
+    # With optimize_kernel off the kernel is fixed at (amplitude, length_scale): one
+    # Laplace fit, no optimiser loop of repeated cubic fits, so its cost is bounded by
+    # the row cap alone; the candidate search tries a few fixed kernels instead.
+    bounds: Any = "fixed" if not optimize_kernel else (1e-5, 1e5)
+    kernel = ConstantKernel(amplitude, constant_value_bounds=bounds) * RBF(
+        length_scale=length_scale, length_scale_bounds=bounds
+    )
+    return GaussianProcessClassifier(
+        kernel=kernel,
+        optimizer="fmin_l_bfgs_b" if optimize_kernel else None,
+        random_state=random_state,
+    )
 
 
 CANDIDATES: dict[str, Candidate] = {
@@ -90,15 +119,21 @@ CANDIDATES: dict[str, Candidate] = {
             "cubic in rows (and its kernel optimiser makes many fits), so fitted on a "
             "capped stratified subsample.",
             _gaussian_process,
-            {"length_scale": 1.0},
+            {"length_scale": 1.0, "amplitude": 1.0, "optimize_kernel": True},
             max_fit_rows=1_000,
             default_threshold=None,
+            search_space={
+                "length_scale": [2.0, 4.0, 8.0],
+                "amplitude": [100.0],
+                "optimize_kernel": [False],
+            },
         ),
         Candidate(
             "logistic_regression",
             "L2-regularised logistic regression with balanced class weights.",
             LogisticRegression,
             {"C": 1.0, "class_weight": "balanced", "max_iter": 2_000},
+            search_space={"C": [0.01, 0.1, 1.0, 10.0, 100.0], "class_weight": [None, "balanced"]},
         ),
         Candidate(
             "random_forest",
@@ -108,14 +143,38 @@ CANDIDATES: dict[str, Candidate] = {
                 "n_estimators": 300,
                 "min_samples_leaf": 1,
                 "class_weight": "balanced_subsample",
+                "max_depth": None,
+                "max_features": "sqrt",
                 "n_jobs": -1,
+            },
+            search_space={
+                "n_estimators": [100],
+                "min_samples_leaf": [1, 2, 4],
+                "max_depth": [None, 12],
+                "max_features": ["sqrt", 0.5],
+                "class_weight": ["balanced_subsample", None],
             },
         ),
         Candidate(
             "hist_gradient_boosting",
             "Histogram gradient boosting (fast, strong on tabular data).",
             HistGradientBoostingClassifier,
-            {"max_iter": 300, "learning_rate": 0.1, "max_leaf_nodes": 31, "l2_regularization": 0.0},
+            {
+                "max_iter": 300,
+                "learning_rate": 0.1,
+                "max_leaf_nodes": 31,
+                "min_samples_leaf": 20,
+                "l2_regularization": 0.0,
+                "class_weight": None,
+            },
+            search_space={
+                "max_iter": [150],
+                "learning_rate": [0.05, 0.1, 0.2],
+                "max_leaf_nodes": [15, 31, 63],
+                "min_samples_leaf": [5, 10, 20, 40],
+                "l2_regularization": [0.0, 1.0],
+                "class_weight": [None, "balanced"],
+            },
         ),
     )
 }
@@ -184,12 +243,22 @@ class TrainedModel:
     threshold_source: str = "configured"
 
 
+def stratified_subsample(y: np.ndarray, cap: int | None, seed: int) -> np.ndarray:
+    """Sorted positions of at most ``cap`` rows, keeping the class shares of ``y``.
+
+    Every position when ``cap`` is None or not below the row count.
+    """
+    if cap is None or len(y) <= cap:
+        return np.arange(len(y))
+    splitter = StratifiedShuffleSplit(n_splits=1, train_size=cap, random_state=seed)
+    keep, _ = next(splitter.split(np.zeros(len(y)), y))
+    return np.sort(keep)
+
+
 def _capped(train: pd.DataFrame, target: str, cap: int | None, seed: int) -> pd.DataFrame:
     if cap is None or len(train) <= cap:
         return train
-    splitter = StratifiedShuffleSplit(n_splits=1, train_size=cap, random_state=seed)
-    keep, _ = next(splitter.split(np.zeros(len(train)), train[target].to_numpy()))
-    return train.iloc[np.sort(keep)]
+    return train.iloc[stratified_subsample(train[target].to_numpy(), cap, seed)]
 
 
 def train_candidate(
@@ -244,14 +313,18 @@ def train_candidate(
         default = candidate.default_threshold
         threshold = "tune" if default is None else default
         source = "candidate default"
-    if threshold == "tune":
-        probe = build_pipeline(spec, candidate.make(params, seed), 0.5)
-        folds = StratifiedKFold(n_splits=cv_folds, shuffle=True, random_state=seed)
-        oof = cross_val_predict(clone(probe), x, y, cv=folds, method="predict_proba")[:, 1]
-        threshold = threshold_for_recall(y, oof, target_recall)
-        source = f"tuned on {cv_folds}-fold out-of-fold predictions for recall {target_recall}"
-    pipeline = build_pipeline(spec, candidate.make(params, seed), threshold)
-    pipeline.fit(x, y)
+    # One OpenMP thread: at these row counts a second thread gains little, and on a
+    # busy small machine the many short parallel regions of histogram boosting wait
+    # on descheduled threads (a 0.5 s fit was seen to take 27 s).
+    with threadpool_limits(limits=1, user_api="openmp"):
+        if threshold == "tune":
+            probe = build_pipeline(spec, candidate.make(params, seed), 0.5)
+            folds = StratifiedKFold(n_splits=cv_folds, shuffle=True, random_state=seed)
+            oof = cross_val_predict(clone(probe), x, y, cv=folds, method="predict_proba")[:, 1]
+            threshold = threshold_for_recall(y, oof, target_recall)
+            source = f"tuned on {cv_folds}-fold out-of-fold predictions for recall {target_recall}"
+        pipeline = build_pipeline(spec, candidate.make(params, seed), threshold)
+        pipeline.fit(x, y)
     return TrainedModel(
         pipeline=pipeline,
         model_name=model_name,

@@ -178,6 +178,34 @@ def _tool_strain(df: pd.DataFrame) -> pd.Series:
     return (df["tool_wear_min"].astype("float64") * df["torque_nm"]).rename("strain_min_nm")
 
 
+# Documented limits of the AI4I process (the dataset's description of its failure
+# modes): features relative to them turn each limit into a single split at 0 or 1,
+# which a model otherwise has to learn per product type or from two sides.
+OVERSTRAIN_LIMIT_MIN_NM = {"L": 11_000.0, "M": 12_000.0, "H": 13_000.0}
+POWER_BAND_W = (3_500.0, 9_000.0)
+HEAT_DISSIPATION_LIMITS = (8.6, 1_380.0)  # temperature gap [K], rotational speed [rpm]
+
+
+def _overstrain_ratio(df: pd.DataFrame) -> pd.Series:
+    limit = df["type"].astype("object").map(OVERSTRAIN_LIMIT_MIN_NM).astype("float64")
+    return (_tool_strain(df) / limit.to_numpy()).rename("overstrain_ratio")
+
+
+def _power_margin(df: pd.DataFrame) -> pd.Series:
+    power = _mechanical_power(df)
+    low, high = POWER_BAND_W
+    margin = np.minimum((power - low).to_numpy(), (high - power).to_numpy())
+    return pd.Series(margin, index=df.index, dtype="float64", name="power_margin_w")
+
+
+def _heat_dissipation_margin(df: pd.DataFrame) -> pd.Series:
+    max_gap, max_speed = HEAT_DISSIPATION_LIMITS
+    gap = _temperature_difference(df).to_numpy("float64") / max_gap - 1.0
+    speed = df["rotational_speed_rpm"].to_numpy("float64") / max_speed - 1.0
+    margin = np.maximum(gap, speed)
+    return pd.Series(margin, index=df.index, dtype="float64", name="heat_dissipation_margin")
+
+
 AI4I = DatasetSpec(
     name="ai4i2020",
     entity_id="udi",
@@ -329,6 +357,26 @@ AI4I = DatasetSpec(
         ),
         DerivedFeature(
             "strain_min_nm", "min·Nm", "Tool wear times torque (overstrain).", _tool_strain
+        ),
+        DerivedFeature(
+            "overstrain_ratio",
+            "1",
+            "Tool strain over the product type's overstrain limit (11,000 / 12,000 / "
+            "13,000 min·Nm for L / M / H); above 1 is overstrained.",
+            _overstrain_ratio,
+        ),
+        DerivedFeature(
+            "power_margin_w",
+            "W",
+            "Distance of the power inside the 3,500-9,000 W band; negative outside it.",
+            _power_margin,
+        ),
+        DerivedFeature(
+            "heat_dissipation_margin",
+            "1",
+            "The larger relative margin below the heat-dissipation limits (temperature gap "
+            "8.6 K, speed 1,380 rpm); negative when both are below.",
+            _heat_dissipation_margin,
         ),
     ),
 )

@@ -8,6 +8,14 @@ from pydantic import Field
 
 from mlplatform.core.digest import frame_digest
 from mlplatform.core.models import CANDIDATES, TrainedModel, train_candidate
+from mlplatform.core.selection import (
+    DEFAULT_CANDIDATES,
+    DEFAULT_CV_FOLDS,
+    DEFAULT_SEARCH_ITERATIONS,
+    SearchOutcome,
+    SelectionRule,
+    search_and_fit,
+)
 from mlplatform.core.split import SPLIT_COLUMN, stratified_split
 from mlplatform.defs.common import DATASET, TRAINING
 
@@ -20,33 +28,65 @@ class SplitConfig(dg.Config):
 
 
 class TrainingConfig(dg.Config):
-    """Which candidate to train, and how."""
+    """Which candidates to search, and how; or one candidate to train as configured."""
 
-    model_name: str = Field(
-        default="hist_gradient_boosting",
-        description=f"Candidate to train; one of {sorted(CANDIDATES)}.",
+    candidates: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_CANDIDATES),
+        description=f"Candidates to search, by name; any of {sorted(CANDIDATES)}. The champion "
+        "is the best by the selection rule (highest out-of-fold precision at the threshold "
+        "reaching target_recall, ties by PR-AUC).",
+    )
+    search_iterations: int = Field(
+        default=DEFAULT_SEARCH_ITERATIONS,
+        description="Configurations tried per candidate (sampled from its search space). 0: no "
+        "search; a single candidate is then trained as configured (params, decision_threshold, "
+        "tune_threshold), several are compared at their defaults.",
+    )
+    cv_folds: int = Field(
+        default=DEFAULT_CV_FOLDS,
+        description="Stratified folds of the training rows for out-of-fold predictions (search "
+        "and threshold tuning).",
+    )
+    target_recall: float = Field(
+        default=0.85,
+        description="Recall the tuned threshold reaches on out-of-fold training predictions; "
+        "the selection rule ranks candidates by their precision there.",
+    )
+    time_budget_s: float | None = Field(
+        default=None,
+        description="Wall-clock budget of the whole search; no configuration starts once "
+        "it is spent (at least one per candidate always does). None: no budget.",
+    )
+    search_jobs: int = Field(
+        default=-1,
+        description="Parallel fits during the search (processes, one native thread each); "
+        "-1: one per core.",
+    )
+    model_name: str | None = Field(
+        default=None,
+        description="Train just this candidate as configured, without a search (overrides "
+        f"candidates and search_iterations); one of {sorted(CANDIDATES)}.",
     )
     params: dict[str, Any] = Field(
-        default_factory=dict, description="Hyperparameters overriding the candidate's defaults."
+        default_factory=dict,
+        description="Hyperparameters overriding the candidate's defaults (one candidate, no "
+        "search).",
     )
     decision_threshold: float | None = Field(
         default=None,
-        description="Probability above which a row is predicted to fail; null uses the "
-        "candidate's default (0.5, or tuned for the Gaussian process).",
+        description="Probability above which a row is predicted to fail (one candidate, no "
+        "search); null uses the candidate's default (0.5, or tuned for the Gaussian process).",
     )
     tune_threshold: bool = Field(
         default=False,
         description="Tune the threshold on out-of-fold predictions of the training rows "
-        "to reach target_recall (overrides decision_threshold).",
+        "to reach target_recall (one candidate, no search; a search always tunes it).",
     )
-    target_recall: float = Field(
-        default=0.85, description="Recall a tuned threshold aims at (training rows only)."
-    )
-    seed: int = Field(default=42, description="Seed of the classifier and any subsample.")
+    seed: int = Field(default=42, description="Seed of folds, samples and classifiers.")
     max_fit_rows: int | None = Field(
         default=None,
-        description="Cap on rows fitted (stratified subsample); None uses the candidate's own "
-        "cap (1,000 for the Gaussian process, none for the others).",
+        description="Cap on rows per fit (stratified subsample), for every candidate; None "
+        "uses each candidate's own cap (1,000 for the Gaussian process, none for the others).",
     )
 
 
@@ -54,6 +94,39 @@ def _threshold(config: TrainingConfig) -> float | Literal["default", "tune"]:
     if config.tune_threshold:
         return "tune"
     return "default" if config.decision_threshold is None else config.decision_threshold
+
+
+def _single_candidate(config: TrainingConfig) -> str | None:
+    """The one candidate to train as configured, or None when candidates are searched."""
+    if config.model_name is not None:
+        return config.model_name
+    if len(config.candidates) == 1 and config.search_iterations == 0:
+        return config.candidates[0]
+    return None
+
+
+def _check_search_config(config: TrainingConfig) -> None:
+    ignored = [
+        name
+        for name, value in (
+            ("params", config.params),
+            ("decision_threshold", config.decision_threshold),
+            ("tune_threshold", config.tune_threshold),
+        )
+        if value
+    ]
+    if ignored:
+        raise dg.Failure(
+            f"candidate_model: {ignored} apply to one candidate trained without a search; "
+            f"this configuration searches {config.candidates} (set model_name, or a single "
+            "candidate with search_iterations 0)"
+        )
+    unknown = sorted(set(config.candidates) - set(CANDIDATES))
+    if unknown or not config.candidates:
+        raise dg.Failure(
+            f"candidate_model: unknown or no candidates {unknown or config.candidates}; "
+            f"choose from {sorted(CANDIDATES)}"
+        )
 
 
 @dg.asset(group_name=TRAINING, kinds={"pandas", "parquet"}, owners=["team:ml-platform"])
@@ -76,39 +149,107 @@ def train_test_split(config: SplitConfig, feature_table: pd.DataFrame) -> dg.Out
     )
 
 
+def _search(
+    context: dg.AssetExecutionContext, config: TrainingConfig, train: pd.DataFrame
+) -> SearchOutcome:
+    _check_search_config(config)
+    context.log.info(
+        f"searching {config.candidates} on {len(train)} training rows: "
+        f"{config.search_iterations} configurations each, {config.cv_folds}-fold "
+        f"out-of-fold threshold for recall {config.target_recall}"
+    )
+    caps = (
+        None
+        if config.max_fit_rows is None
+        else dict.fromkeys(config.candidates, config.max_fit_rows)
+    )
+    outcome = search_and_fit(
+        train,
+        DATASET,
+        config.candidates,
+        rule=SelectionRule(target_recall=config.target_recall),
+        n_iter=config.search_iterations,
+        cv_folds=config.cv_folds,
+        seed=config.seed,
+        time_budget_s=config.time_budget_s,
+        max_fit_rows=caps,
+        n_jobs=config.search_jobs,
+    )
+    for result in outcome.selection.ranking:
+        best = result.best
+        context.log.info(
+            f"{result.name}: {len(result.trials)} configurations in {result.seconds:.1f} s; "
+            f"best out-of-fold precision {best.precision:.4f} at recall {best.recall:.4f} "
+            f"(threshold {best.threshold:.4g}), PR-AUC {best.pr_auc:.4f}"
+        )
+        if result.stopped_by_budget:
+            context.log.warning(
+                f"{result.name}: time budget spent after {len(result.trials)} of "
+                f"{result.n_planned} configurations"
+            )
+    return outcome
+
+
 @dg.asset(group_name=TRAINING, kinds={"sklearn"}, owners=["team:ml-platform"])
 def candidate_model(
     context: dg.AssetExecutionContext, config: TrainingConfig, train_test_split: pd.DataFrame
 ) -> dg.Output[TrainedModel]:
-    """One sklearn Pipeline (scaling, one-hot, classifier, threshold) fit on training rows only."""
+    """The champion of a candidate search (or one configured candidate), fit on training rows."""
     train = train_test_split[train_test_split[SPLIT_COLUMN] == "train"]
-    context.log.info(f"fitting {config.model_name} on {len(train)} training rows")
-    trained = train_candidate(
-        train,
-        DATASET,
-        model_name=config.model_name,
-        params=config.params,
-        threshold=_threshold(config),
-        target_recall=config.target_recall,
-        seed=config.seed,
-        max_fit_rows=config.max_fit_rows,
-    )
+    single = _single_candidate(config)
+    outcome: SearchOutcome | None = None
+    if single is not None:
+        context.log.info(f"fitting {single} on {len(train)} training rows")
+        trained = train_candidate(
+            train,
+            DATASET,
+            model_name=single,
+            params=config.params,
+            threshold=_threshold(config),
+            target_recall=config.target_recall,
+            cv_folds=config.cv_folds,
+            seed=config.seed,
+            max_fit_rows=config.max_fit_rows,
+        )
+    else:
+        outcome = _search(context, config, train)
+        trained = outcome.model
+        context.log.info(
+            f"champion {trained.model_name} by the rule: {outcome.selection.rule.describe()}; "
+            f"search took {outcome.search_seconds:.1f} s"
+        )
     if trained.n_fit_rows < trained.n_train_rows:
         context.log.warning(
-            f"{config.model_name}: fitted on a stratified subsample of {trained.n_fit_rows} "
+            f"{trained.model_name}: fitted on a stratified subsample of {trained.n_fit_rows} "
             f"of {trained.n_train_rows} training rows (row cap)"
         )
     context.log.info(f"fitted in {trained.fit_seconds:.2f} s")
-    return dg.Output(
-        trained,
-        metadata={
-            "model_name": trained.model_name,
-            "params": dg.MetadataValue.json(trained.params),
-            "decision_threshold": trained.threshold,
-            "threshold_source": trained.threshold_source,
-            "train_rows": trained.n_train_rows,
-            "fit_rows": trained.n_fit_rows,
-            "fit_seconds": trained.fit_seconds,
-            "features": ", ".join(DATASET.model_features),
-        },
-    )
+    metadata: dict[str, Any] = {
+        "model_name": trained.model_name,
+        "params": dg.MetadataValue.json(trained.params),
+        "decision_threshold": trained.threshold,
+        "threshold_source": trained.threshold_source,
+        "train_rows": trained.n_train_rows,
+        "fit_rows": trained.n_fit_rows,
+        "fit_seconds": trained.fit_seconds,
+        "features": ", ".join(DATASET.model_features),
+    }
+    if outcome is not None:
+        selection = outcome.selection
+        best = selection.winner.best
+        metadata.update(
+            {
+                "selection_rule": selection.rule.describe(),
+                "candidates": dg.MetadataValue.md(selection.markdown()),
+                "search_seconds": outcome.search_seconds,
+                "search_iterations": config.search_iterations,
+                "cv_folds": config.cv_folds,
+                "cv_precision": best.precision,
+                "cv_recall": best.recall,
+                "cv_pr_auc": best.pr_auc,
+                "row_caps": dg.MetadataValue.json(
+                    {r.name: r.max_fit_rows for r in selection.ranking}
+                ),
+            }
+        )
+    return dg.Output(trained, metadata=metadata)

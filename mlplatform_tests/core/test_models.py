@@ -21,6 +21,7 @@ from mlplatform.core.features import build_feature_table, model_inputs
 from mlplatform.core.ingest import type_and_validate
 from mlplatform.core.models import (
     CANDIDATES,
+    Candidate,
     TrainedModel,
     build_pipeline,
     threshold_for_recall,
@@ -352,3 +353,40 @@ def test_feature_table_helper_is_leak_free() -> None:
     # Guard on the shared builder used above: generated rows carry leakage in the raw file.
     table = feature_table(30, seed=1)
     assert not set(LEAKAGE_AND_IDS[1:]) & set(table.columns)
+
+
+# --- search spaces ---------------------------------------------------------------------------
+
+
+def test_every_candidate_declares_a_search_space_over_known_parameters() -> None:
+    for candidate in CANDIDATES.values():
+        assert candidate.search_space, f"{candidate.name} has nothing to search"
+        assert set(candidate.search_space) <= set(candidate.defaults)
+    # imbalance: class weighting is searched wherever the classifier supports it
+    for name in ("logistic_regression", "random_forest", "hist_gradient_boosting"):
+        assert len(CANDIDATES[name].search_space["class_weight"]) >= 2
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [({"n_trees": [10]}, "unknown parameters \\['n_trees'\\]"), ({"C": []}, "no values")],
+)
+def test_search_space_must_name_known_parameters_with_values(
+    space: dict[str, list[Any]], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        Candidate("toy", "toy", LogisticRegression, {"C": 1.0}, search_space=space)
+
+
+def test_gaussian_process_with_a_fixed_kernel_is_not_optimised(
+    parts: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    params = {"optimize_kernel": False, "amplitude": 10.0, "length_scale": 2.0}
+    model = train_candidate(
+        parts[0], AI4I, model_name="gaussian_process", params=params, threshold=0.1,
+        max_fit_rows=100,
+    )  # fmt: skip
+    gp = model.pipeline.named_steps["classifier"].estimator_
+    assert gp.kernel_.k1.constant_value == 10.0
+    assert gp.kernel_.k2.length_scale == 2.0
+    assert model.n_fit_rows == 100

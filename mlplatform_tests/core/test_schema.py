@@ -49,6 +49,9 @@ def test_ai4i_model_features_exclude_identifiers_leakage_and_target() -> None:
         "temp_diff_k",
         "power_w",
         "strain_min_nm",
+        "overstrain_ratio",
+        "power_margin_w",
+        "heat_dissipation_margin",
     ]
     assert AI4I.categorical_features == ["type"]
     assert AI4I.model_features == [*AI4I.numeric_features, "type"]
@@ -98,6 +101,14 @@ def test_derived_features_compute_exact_values() -> None:
         derived["power_w"], [40.0 * 1500 * 2 * np.pi / 60, 12.5 * 3000 * 2 * np.pi / 60]
     )
     np.testing.assert_allclose(derived["strain_min_nm"], [400.0, 2500.0])
+    # relative to the documented limits: overstrain 11,000 (L) / 13,000 (H) min·Nm, power
+    # band 3,500-9,000 W, heat dissipation 8.6 K and 1,380 rpm
+    np.testing.assert_allclose(derived["overstrain_ratio"], [400.0 / 11_000, 2500.0 / 13_000])
+    power = derived["power_w"].to_numpy()
+    np.testing.assert_allclose(derived["power_margin_w"], [9_000 - power[0], power[1] - 3_500])
+    np.testing.assert_allclose(
+        derived["heat_dissipation_margin"], [max(10.5 / 8.6, 1500 / 1380) - 1, 3000 / 1380 - 1]
+    )
     for name, series in derived.items():
         assert series.name == name
         assert series.dtype == "float64"
