@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pandas as pd
 import pytest
-from threadpoolctl import threadpool_limits
 
 from mlplatform.core.evaluation import EvaluationReport, evaluate, metrics_from_predictions
 from mlplatform.core.features import model_inputs
@@ -20,12 +17,6 @@ from ._frames import train_test
 Y_TRUE = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
 Y_PRED = np.array([1, 1, 1, 0, 1, 1, 0, 0, 0, 0])
 Y_SCORE = np.array([0.9, 0.8, 0.7, 0.3, 0.75, 0.6, 0.2, 0.1, 0.05, 0.4])
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_native_thread() -> Iterator[None]:
-    with threadpool_limits(limits=1):
-        yield
 
 
 def test_metrics_equal_hand_computed_values() -> None:

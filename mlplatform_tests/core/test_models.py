@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -14,7 +13,6 @@ from sklearn.model_selection import (
     StratifiedKFold,
     cross_val_predict,
 )
-from threadpoolctl import threadpool_limits
 
 from mlplatform.core.evaluation import evaluate
 from mlplatform.core.features import build_feature_table, model_inputs
@@ -41,13 +39,6 @@ FAST: dict[str, dict[str, Any]] = {
     "random_forest": {},
     "hist_gradient_boosting": {},
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_native_thread() -> Iterator[None]:
-    """One BLAS/OpenMP thread: on a busy small machine, spinning threads make fits crawl."""
-    with threadpool_limits(limits=1):
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
 import pandas as pd
 import pytest
-from threadpoolctl import threadpool_limits
 
 from mlplatform.core.features import model_inputs
 from mlplatform.core.models import TrainedModel, train_candidate
@@ -18,12 +16,6 @@ from mlplatform.core.scoring import PREDICTION_COLUMNS, newest_rows, score_rows
 from ._frames import train_test
 
 SCORED_AT = datetime(2024, 6, 1, 8, 30, tzinfo=UTC)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_native_thread() -> Iterator[None]:
-    with threadpool_limits(limits=1):
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -12,7 +11,6 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import FixedThresholdClassifier
 from sklearn.pipeline import Pipeline
-from threadpoolctl import threadpool_limits
 
 from mlplatform.core import models
 from mlplatform.core.evaluation import evaluate
@@ -37,13 +35,6 @@ from ._frames import read_real_ai4i_as_text
 
 N_ROWS = 2_000
 FAST = ["logistic_regression", "hist_gradient_boosting"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_native_thread() -> Iterator[None]:
-    """One BLAS/OpenMP thread: on a busy small machine, spinning threads make fits crawl."""
-    with threadpool_limits(limits=1):
-        yield
 
 
 @pytest.fixture(scope="module")
