@@ -34,6 +34,7 @@ EXIT_OK = 0
 EXIT_RUN_FAILED = 1
 EXIT_USAGE = 2
 EXIT_GATE_FAILED = 3
+EXIT_INPUT_REJECTED = 4
 
 
 def _instance_yaml() -> Path:
@@ -56,24 +57,105 @@ def prepare_state(paths: StatePaths) -> None:
         shutil.copyfile(source, target)
 
 
-def _generate(paths: StatePaths, rows: int, seed: int | None) -> Path:
+def _generate(paths: StatePaths, rows: int, seed: int | None) -> list[str]:
+    """Generate ``rows`` sample rows: most as a landed CSV file, a fifth into the SQL table."""
     import pandas as pd
 
     from mlplatform.core.generator import generate_ai4i
-    from mlplatform.defs.resources import build_resources
+    from mlplatform.defs.common import DATASET
+    from mlplatform.defs.resources import SQL_EVENT_TIME, SQL_TABLE, SQL_WATERMARK
+    from mlplatform.resources.sample_data import max_entity_id, write_sql_readings
 
-    resources_ = build_resources(paths)
+    resources_ = _resources(paths)
     store: FeatureStore = resources_["feature_store"]
     landing: LandingArea = resources_["landing"]
-    stored = store.read_observations()
-    last_id = int(stored["udi"].max()) if not stored.empty else 0
+    sql_url = resources_["sql_source"].url
+    stored = store.as_of(DATASET)
+    last_id = int(stored[DATASET.entity_id].max()) if not stored.empty else 0
+    last_id = max(last_id, max_entity_id(sql_url, SQL_TABLE, DATASET.entity_id))
     for pending in landing.pending():
         if pending.path.suffix == ".csv":
             ids = pd.read_csv(pending.path, usecols=["UDI"])["UDI"]
             last_id = max(last_id, int(ids.max()) if len(ids) else 0)
     batch_seed = seed if seed is not None else last_id
     frame = generate_ai4i(rows, seed=batch_seed, start_udi=last_id + 1)
-    return landing.drop(frame, f"sample_{last_id + 1:08d}_{last_id + rows:08d}.csv")
+    to_sql = rows // 5
+    to_file = frame.iloc[: rows - to_sql]
+    written = [
+        str(landing.drop(to_file, f"sample_{last_id + 1:08d}_{last_id + len(to_file):08d}.csv"))
+    ]
+    if to_sql:
+        write_sql_readings(
+            sql_url,
+            DATASET,
+            frame.iloc[rows - to_sql :],
+            table=SQL_TABLE,
+            watermark=SQL_WATERMARK,
+            event_time=SQL_EVENT_TIME,
+        )
+        written.append(f"{to_sql:,} rows into {SQL_TABLE} at {sql_url}")
+    return written
+
+
+def _ingest(paths: StatePaths, defs: Any, instance: Any) -> list[str]:
+    """Plan every new batch and ingest each in its own run; returns the rejections."""
+    from mlplatform.defs.ingestion import register_new_batches
+    from mlplatform.defs.jobs import INGEST
+
+    resources_ = _resources(paths)
+    found = register_new_batches(
+        instance,
+        [resources_["landing"], resources_["sql_source"]],
+        resources_["feature_store"],
+    )
+    for name in found.duplicates:
+        print(f"{name}: already ingested (same content), archived without adding rows")
+    for error in found.errors:
+        print(f"SOURCE UNAVAILABLE {error}")
+    if not found.to_ingest:
+        print("no new source batches")
+    for plan in found.retry:
+        print(f"retrying {plan.label} ({plan.key}): planned earlier, never stored")
+    job = defs.resolve_job_def(INGEST)
+    rejected = []
+    for plan in found.to_ingest:
+        result = job.execute_in_process(
+            instance=instance,
+            partition_key=plan.key,
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            raise_on_error=False,
+        )
+        if result.success:
+            meta = _materialization_metadata(result, "raw_observations")
+            print(
+                f"ingested {plan.label} ({plan.key}): {meta.get('rows_landed', '?'):,} landed, "
+                f"{meta.get('rows_stored', '?'):,} stored, "
+                f"{meta.get('rows_quarantined', '?'):,} quarantined"
+            )
+        else:
+            reason = next(
+                (
+                    e.step_failure_data.user_failure_data.description
+                    if e.step_failure_data.user_failure_data
+                    else e.step_failure_data.error.message
+                    for e in result.all_events
+                    if e.is_step_failure and e.step_failure_data is not None
+                ),
+                "see the run's logs",
+            )
+            print(f"REJECTED {plan.label} ({plan.key}): {reason}")
+            rejected.append(f"{plan.label}: {reason}")
+    return rejected + [f"source {e}" for e in found.errors]
+
+
+def _materialization_metadata(result: Any, step: str) -> dict[str, Any]:
+    for event in result.all_events:
+        if event.is_step_materialization and event.step_key == step:
+            return {
+                k: getattr(v, "value", v)
+                for k, v in event.event_specific_data.materialization.metadata.items()
+            }
+    return {}
 
 
 def _run_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -106,8 +188,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     paths = StatePaths.from_env()
     prepare_state(paths)
     if args.rows > 0:
-        landed = _generate(paths, args.rows, args.seed)
-        print(f"generated {args.rows:,} sample rows -> {landed}")
+        for written in _generate(paths, args.rows, args.seed):
+            print(f"generated sample rows -> {written}")
 
     import dagster as dg
 
@@ -118,13 +200,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     job = defs.resolve_job_def(TRAIN_AND_SCORE)
     started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
+        rejected = _ingest(paths, defs, instance)
         result = job.execute_in_process(
             instance=instance, run_config=_run_config(args), raise_on_error=False
         )
     elapsed = time.perf_counter() - started
     status = "SUCCESS" if result.success else "FAILURE"
-    print(f"\nrun {result.run_id} ({TRAIN_AND_SCORE}): {status} in {elapsed:.1f} s")
+    print(
+        f"\nrun {result.run_id} ({TRAIN_AND_SCORE}): {status} in {elapsed:.1f} s (with ingestion)"
+    )
     code = _report(paths, result)
+    if rejected and code == EXIT_OK:
+        print(
+            f"\n{len(rejected)} input(s) rejected (moved to {paths.rejected} with the reason); "
+            f"the model was trained on the rest (exit code {EXIT_INPUT_REJECTED})"
+        )
+        code = EXIT_INPUT_REJECTED
     print(f"\nopen the Dagster UI on this state:  {_ui_hint(paths)}")
     return code
 
@@ -243,6 +334,14 @@ def _print_state(paths: StatePaths) -> int:
     files = predictions.files()
     print(f"predictions:   {files[-1] if files else 'none yet'}")
     print(f"feature table: {paths.feature_store / 'feature_table.parquet'}")
+    store: FeatureStore = resources_["feature_store"]
+    current = store.latest()
+    rows = sum(m.rows_stored for m in current)
+    held = sum(m.rows_quarantined for m in current)
+    print(f"feature store: {len(current)} batches, {rows:,} rows stored, {held:,} quarantined")
+    rejected = sorted(p for p in paths.rejected.glob("*") if not p.name.endswith(".reason.txt"))
+    if rejected:
+        print(f"rejected:      {len(rejected)} file(s) in {paths.rejected}")
     return EXIT_OK
 
 
@@ -354,7 +453,47 @@ def cmd_generate(args: argparse.Namespace) -> int:
     """Drop a generated sample batch into the landing folder."""
     paths = StatePaths.from_env()
     prepare_state(paths)
-    print(_generate(paths, args.rows, args.seed))
+    for written in _generate(paths, args.rows, args.seed):
+        print(f"generated sample rows -> {written}")
+    return EXIT_OK
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """Ingest every new source batch (landed files, new SQL rows), one run per batch."""
+    paths = StatePaths.from_env()
+    prepare_state(paths)
+    import dagster as dg
+
+    from mlplatform.definitions import build_definitions
+
+    defs = build_definitions(paths)
+    with dg.DagsterInstance.get() as instance:
+        rejected = _ingest(paths, defs, instance)
+    return EXIT_INPUT_REJECTED if rejected else EXIT_OK
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    """Write the feature table as the store knew it at ``--as-of`` (default now) to ``--out``."""
+    from mlplatform.core.batches import parse_time
+    from mlplatform.core.digest import frame_digest
+    from mlplatform.core.features import build_feature_table
+    from mlplatform.defs.common import DATASET
+    from mlplatform.resources.files import write_parquet_atomic
+
+    paths = StatePaths.from_env()
+    prepare_state(paths)
+    store: FeatureStore = _resources(paths)["feature_store"]
+    when = parse_time(args.as_of) if args.as_of else None
+    rows = store.as_of(DATASET, when)
+    if rows.empty:
+        print(f"the feature store has no rows as of {args.as_of or 'now'}", file=sys.stderr)
+        return EXIT_RUN_FAILED
+    table = build_feature_table(rows, DATASET)
+    digest = frame_digest(table)
+    out = Path(args.out)
+    write_parquet_atomic(table, out)
+    print(f"{len(table):,} rows as of {when.isoformat() if when else 'now'} -> {out}")
+    print(f"dataset digest: {digest}")
     return EXIT_OK
 
 
@@ -413,6 +552,18 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--rows", type=int, default=10_000)
     gen.add_argument("--seed", type=int, default=None)
     gen.set_defaults(func=cmd_generate)
+
+    ingest = sub.add_parser(
+        "ingest", help="ingest new landed files and SQL rows (one Dagster run per batch)"
+    )
+    ingest.set_defaults(func=cmd_ingest)
+
+    features = sub.add_parser(
+        "features", help="write the feature table as of a past time (rebuild a training set)"
+    )
+    features.add_argument("--as-of", default=None, help="ISO-8601 time, UTC if no zone")
+    features.add_argument("--out", required=True, help="Parquet file to write")
+    features.set_defaults(func=cmd_features)
     return parser
 
 

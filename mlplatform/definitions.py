@@ -26,6 +26,7 @@ def build_definitions(paths: StatePaths | None = None) -> dg.Definitions:
         assets=dg.load_assets_from_modules(modules),
         asset_checks=dg.load_asset_checks_from_modules(modules),
         jobs=[train_and_score_job, batch_inference_job, ingest_job, rollback_champion_job],
+        sensors=[ingestion.new_source_batches],
         resources=build_resources(
             paths,
             tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"),

@@ -81,6 +81,11 @@ class StatePaths:
         return f"sqlite:///{self.root / 'ledger.db'}"
 
     @property
+    def sources_db_url(self) -> str:
+        """The embedded SQL source: a SQLite database of machine readings."""
+        return f"sqlite:///{self.root / 'sources.db'}"
+
+    @property
     def dagster_home(self) -> Path:
         """``DAGSTER_HOME``: runs, event logs and schedules of the local instance."""
         return self.root / "dagster_home"

@@ -10,7 +10,13 @@ import pandas as pd
 
 from mlplatform.core.schema import DatasetSpec
 
-__all__ = ["build_feature_table", "model_inputs"]
+__all__ = ["AS_OF_ATTR", "DIGEST_ATTR", "LINEAGE", "build_feature_table", "model_inputs"]
+
+# ``DataFrame.attrs`` keys a feature table (and the split made from it) carries along.
+AS_OF_ATTR = "feature_as_of"
+DIGEST_ATTR = "feature_table_digest"
+# Lineage columns carried from the store into the table, never into a model.
+LINEAGE = ("event_time", "ingested_at", "batch_id", "source_file")
 
 
 def build_feature_table(observations: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
@@ -27,7 +33,7 @@ def build_feature_table(observations: pd.DataFrame, spec: DatasetSpec) -> pd.Dat
     -------
     DataFrame
         Columns: entity id, every model feature, the target, then any lineage
-        columns present in ``observations`` (``source_file``, ``ingested_at``).
+        columns present in ``observations`` (:data:`LINEAGE`).
         Leakage and other identifier columns are not carried.
     """
     missing = [
@@ -43,7 +49,7 @@ def build_feature_table(observations: pd.DataFrame, spec: DatasetSpec) -> pd.Dat
     for derived in spec.derived:
         table[derived.name] = derived.compute(observations).astype("float64").to_numpy()
     table[spec.target] = observations[spec.target].astype("int64").to_numpy()
-    lineage = [c for c in ("source_file", "ingested_at") if c in observations.columns]
+    lineage = [c for c in LINEAGE if c in observations.columns]
     for c in lineage:
         table[c] = observations[c].to_numpy()
     ordered = [spec.entity_id, *spec.model_features, spec.target, *lineage]

@@ -1,31 +1,59 @@
-"""Typing and row-level validation of landed files against the declared schema.
+"""Typing and validation of landed rows against the declared schema.
 
-Whole-file problems (no rows, missing required columns, a wrong delimiter) raise
-:class:`FileRejected`, naming the file and the column. Row-level problems never
-raise: the row goes to the quarantine with its file, row number, column, value
-and reason, and the valid rows continue.
+A landed chunk goes through two steps, each reporting row by row:
+
+1. **Typing** (here): text or Parquet values become the declared storage types.
+   A value that cannot be a number, an integer or a timestamp is a typing
+   failure (``expect_column_values_to_be_of_type``).
+2. **Validation** (:mod:`mlplatform.core.expectations`, Great Expectations):
+   not-null, physical ranges, allowed sets, label in {0, 1}, unique entity ids.
+
+A row with any failure goes to the quarantine, one entry per failed (column,
+expectation), with its file, row number, raw value, reason and the whole raw
+record; the valid rows continue. Whole-file problems (no rows, missing required
+columns, a wrong delimiter) raise :class:`FileRejected`, naming the file and the
+column.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from mlplatform.core.schema import DatasetSpec
+from mlplatform.core.expectations import ValidationSummary, row_expectations, validate
+from mlplatform.core.schema import ColumnSpec, DatasetSpec
 
 __all__ = [
     "QUARANTINE_COLUMNS",
+    "TYPE_EXPECTATION",
     "FileRejected",
     "TypedBatch",
+    "canonical_columns",
+    "empty_quarantine",
     "type_and_validate",
 ]
 
 _MAX_EXACT_INT = float(2**53)
+# Arrow-backed text: no Python object per value, and Parquet round trips without copies.
+STRING_DTYPE = pd.StringDtype("pyarrow")
+TYPE_EXPECTATION = "expect_column_values_to_be_of_type"
+PARSE_EXPECTATION = "expect_row_to_have_the_header_field_count"
 
-QUARANTINE_COLUMNS = ["source_file", "row_number", "column", "value", "reason", "record"]
+QUARANTINE_COLUMNS = [
+    "source_file",
+    "row_number",
+    "column",
+    "value",
+    "expectation",
+    "reason",
+    "record",
+]
 
 
 class FileRejected(ValueError):
@@ -39,18 +67,26 @@ class FileRejected(ValueError):
         super().__init__(f"{source_file}: {reason}{where}")
 
 
+def empty_quarantine() -> pd.DataFrame:
+    """A quarantine frame with no rows and the standard columns."""
+    return pd.DataFrame(
+        {c: pd.Series(dtype="int64" if c == "row_number" else "object") for c in QUARANTINE_COLUMNS}
+    )
+
+
 @dataclass(frozen=True)
 class TypedBatch:
-    """The outcome of typing one landed file.
+    """The outcome of typing and validating one chunk of a landed file.
 
-    ``valid`` has canonical column names and declared dtypes; ``quarantine`` has
-    one row per failed (row, column) with the raw value and the reason.
+    ``valid`` has canonical column names, declared dtypes and ``source_row``;
+    ``quarantine`` has one row per failed (row, column, expectation).
     """
 
     source_file: str
     valid: pd.DataFrame
     quarantine: pd.DataFrame
     rows_landed: int
+    validation: ValidationSummary | None = None
 
     @property
     def rows_quarantined(self) -> int:
@@ -60,153 +96,296 @@ class TypedBatch:
         return int(self.quarantine["row_number"].nunique())
 
 
-def _check_file_shape(raw: pd.DataFrame, spec: DatasetSpec, source_file: str) -> pd.DataFrame:
-    raw = raw.rename(columns=lambda c: str(c).strip())
-    if raw.shape[1] == 1 and any(sep in str(raw.columns[0]) for sep in (";", "\t", "|")):
-        raise FileRejected(
-            source_file,
-            "wrong delimiter: the header is one column; expected comma-separated values",
-            column=str(raw.columns[0])[:80],
-        )
-    lookup = spec.source_to_name
-    canonical = {c.name for c in spec.columns}
-    renamed = raw.rename(columns={s: n for s, n in lookup.items() if s in raw.columns})
-    for col in spec.columns:
-        if col.required and col.name not in renamed.columns:
-            raise FileRejected(source_file, "missing required column", column=col.source)
-    if len(renamed) == 0:
-        raise FileRejected(source_file, "the file has a header but no data rows")
-    keep = [c for c in renamed.columns if c in canonical]
-    return renamed[keep]
+def canonical_columns(
+    columns: Sequence[str], spec: DatasetSpec, source_file: str
+) -> dict[str, str]:
+    """Map a landed header to canonical names, or reject the file.
 
-
-def type_and_validate(raw: pd.DataFrame, spec: DatasetSpec, source_file: str) -> TypedBatch:
-    """Type ``raw`` by ``spec`` and split it into valid rows and quarantined cells.
-
-    Parameters
-    ----------
-    raw : DataFrame
-        The file as read, ideally with every column as text so that typing is
-        done here, in one place.
-    spec : DatasetSpec
-        The declared schema.
-    source_file : str
-        Name of the landed file, used in every error and quarantine row.
-
-    Returns
-    -------
-    TypedBatch
+    Headers may be the declared source names (``Air temperature [K]``) or the
+    canonical ones (``air_temperature_k``); surrounding spaces are ignored, other
+    columns are dropped.
 
     Raises
     ------
     FileRejected
-        When the file as a whole cannot be used.
+        On a one-column header holding another delimiter, or a missing required column.
     """
-    frame = _check_file_shape(raw, spec, source_file).reset_index(drop=True)
-    n = len(frame)
-    row_numbers = np.arange(1, n + 1)
-    typed: dict[str, pd.Series] = {}
-    problems: list[pd.DataFrame] = []
+    stripped = [str(c).strip().lstrip("\ufeff") for c in columns]
+    if len(stripped) == 1 and any(sep in stripped[0] for sep in (";", "\t", "|")):
+        raise FileRejected(
+            source_file,
+            "wrong delimiter: the header is one column; expected comma-separated values",
+            column=stripped[0][:80],
+        )
+    by_source = spec.source_to_name
+    canonical = {c.name for c in spec.columns}
+    mapping: dict[str, str] = {}
+    for raw, name in zip(columns, stripped, strict=True):
+        target = by_source.get(name) or (name if name in canonical else None)
+        if target is None:
+            continue
+        if target in mapping.values():
+            raise FileRejected(source_file, "the column appears twice in the header", column=name)
+        mapping[str(raw)] = target
+    for col in spec.columns:
+        if col.required and col.name not in mapping.values():
+            raise FileRejected(
+                source_file,
+                f"missing required column (header {col.source!r} or {col.name!r})",
+                column=col.source,
+            )
+    return mapping
 
-    def flag(mask: pd.Series | np.ndarray, column: str, values: pd.Series, reason: str) -> None:
-        mask_arr = np.asarray(mask, dtype=bool)
-        if mask_arr.any():
-            problems.append(
+
+def _as_text(arr: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """Trimmed text with empty strings as nulls."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        arr = pc.cast(arr, pa.string())
+    text = pc.utf8_trim_whitespace(arr)
+    return pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+
+
+def _to_float(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(float64 values with NaN for null/bad, mask of non-null values that are not numbers)."""
+    if (
+        pa.types.is_integer(arr.type)
+        or pa.types.is_floating(arr.type)
+        or pa.types.is_boolean(arr.type)
+    ):
+        values = pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False)
+        return np.asarray(values, dtype="float64"), np.zeros(len(arr), dtype=bool)
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        try:  # fast path: clean numeric text (CSV empties are already null)
+            values = pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False)
+            return np.asarray(values, dtype="float64"), np.zeros(len(arr), dtype=bool)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+    text = _as_text(arr)
+    try:
+        values = pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False)
+        return np.asarray(values, dtype="float64"), np.zeros(len(arr), dtype=bool)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        series = pd.Series(text.to_pandas(), dtype="object")
+        numbers = pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64")
+        bad = series.notna().to_numpy() & np.isnan(numbers)
+        # "nan" as text is a number to pandas; it is a missing value here
+        return numbers, bad
+
+
+def _to_timestamp(arr: pa.Array) -> tuple[pd.Series, np.ndarray]:
+    if pa.types.is_timestamp(arr.type):
+        series = pd.Series(arr.to_pandas())
+        if series.dt.tz is None:
+            series = series.dt.tz_localize("UTC")
+        return series.dt.tz_convert("UTC").astype("datetime64[us, UTC]"), np.zeros(len(arr), bool)
+    text = pd.Series(_as_text(arr).to_pandas(), dtype="object")
+    stamps = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
+    bad = text.notna().to_numpy() & stamps.isna().to_numpy()
+    return stamps.astype("datetime64[us, UTC]"), bad
+
+
+def _type_column(
+    col: ColumnSpec, arr: pa.ChunkedArray
+) -> tuple[pd.Series | np.ndarray, list[tuple[np.ndarray, str]]]:
+    """Typed values (NaN/NA where missing or bad) and (mask, reason) typing failures."""
+    problems: list[tuple[np.ndarray, str]] = []
+    flat = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    if col.is_numeric:
+        numbers, not_number = _to_float(flat)
+        problems.append((not_number, "not a number"))
+        infinite = np.isinf(numbers)
+        problems.append((infinite, "not a finite number"))
+        numbers = np.where(infinite, np.nan, numbers)
+        if col.dtype == "int64":
+            with np.errstate(invalid="ignore"):
+                fractional = ~np.isnan(numbers) & (np.mod(numbers, 1) != 0)
+                huge = ~fractional & (np.abs(numbers) >= _MAX_EXACT_INT)
+            problems.append((fractional, "not an integer"))
+            problems.append((huge, "integer too large (|value| >= 2**53)"))
+            numbers = np.where(fractional | huge, np.nan, numbers)
+        return numbers, problems
+    if col.dtype == "timestamp":
+        stamps, bad = _to_timestamp(flat)
+        problems.append((bad, "not an ISO-8601 timestamp"))
+        return stamps, problems
+    return pd.Series(pd.array(_as_text(flat), dtype=STRING_DTYPE)), problems
+
+
+def _raw_text(table: pa.Table) -> pd.DataFrame:
+    return pd.DataFrame(
+        {name: _as_text(table.column(name)).to_pandas() for name in table.column_names}
+    )
+
+
+def type_and_validate(
+    raw: pd.DataFrame | pa.Table,
+    spec: DatasetSpec,
+    source_file: str,
+    *,
+    row_numbers: np.ndarray | None = None,
+    seen_ids: set[int] | None = None,
+) -> TypedBatch:
+    """Type ``raw`` by ``spec``, validate it with GX, and split valid rows from bad ones.
+
+    Parameters
+    ----------
+    raw : DataFrame or pyarrow Table
+        One chunk of a landed file, ideally with every column as text (CSV) or
+        as stored (Parquet, SQL).
+    spec : DatasetSpec
+        The declared schema.
+    source_file : str
+        Name of the landed file, used in every error and quarantine row.
+    row_numbers : array of int, optional
+        The rows' 1-based numbers in the file (default ``1..len(raw)``).
+    seen_ids : set of int, optional
+        Entity ids of earlier chunks of the same file; a row repeating one is
+        quarantined as a duplicate, and this chunk's valid ids are added.
+
+    Raises
+    ------
+    FileRejected
+        When the chunk as a whole cannot be used (see :func:`canonical_columns`).
+    """
+    table = raw if isinstance(raw, pa.Table) else pa.Table.from_pandas(raw, preserve_index=False)
+    mapping = canonical_columns(table.column_names, spec, source_file)
+    n = table.num_rows
+    if n == 0:
+        raise FileRejected(source_file, "no data rows (a header only, or an empty pull)")
+    numbers = (
+        np.arange(1, n + 1, dtype="int64")
+        if row_numbers is None
+        else np.asarray(row_numbers, dtype="int64")
+    )
+    if len(numbers) != n:
+        raise ValueError(f"{len(numbers)} row numbers for {n} rows")
+    renamed = table.select(list(mapping)).rename_columns(list(mapping.values()))
+
+    typed: dict[str, pd.Series | np.ndarray] = {}
+    problem_frames: list[pd.DataFrame] = []
+    raw_values: dict[str, pa.Array] = {}
+
+    def add_problems(column: ColumnSpec, mask: np.ndarray, reason: str, expectation: str) -> None:
+        if mask.any():
+            if column.name not in raw_values:
+                raw_values[column.name] = _as_text(renamed.column(column.name))
+            values = pd.Series(raw_values[column.name].to_pandas(), dtype="object")[mask]
+            problem_frames.append(
                 pd.DataFrame(
                     {
-                        "row_number": row_numbers[mask_arr],
-                        "column": column,
-                        "value": values[mask_arr].astype("string").fillna("<missing>").to_numpy(),
+                        "row_number": numbers[mask],
+                        "column": column.source,
+                        "value": values.fillna("<missing>").astype(str).to_numpy(),
+                        "expectation": expectation,
                         "reason": reason,
                     }
                 )
             )
 
     for col in spec.columns:
-        if col.name not in frame.columns:
+        if col.name not in renamed.column_names:
             continue
-        original = frame[col.name]
-        as_text = original.astype("string").str.strip()
-        missing = original.isna().to_numpy() | (as_text == "").fillna(True).to_numpy()
-        if col.is_numeric:
-            numbers = pd.to_numeric(as_text.where(~missing), errors="coerce").astype("float64")
-            not_number = ~missing & numbers.isna().to_numpy()
-            flag(not_number, col.source, original, "not a number")
-            not_finite = np.isinf(numbers.to_numpy())
-            flag(not_finite, col.source, original, "not a finite number")
-            numbers = numbers.where(~not_finite)
-            if col.dtype == "int64":
-                fractional = numbers.notna().to_numpy() & (numbers % 1 != 0).to_numpy()
-                flag(fractional, col.source, original, "not an integer")
-                # integers travel as float64 here: beyond 2**53 they are no longer exact
-                huge = ~fractional & (numbers.abs() >= _MAX_EXACT_INT).to_numpy()
-                flag(huge, col.source, original, "integer too large (|value| >= 2**53)")
-                numbers = numbers.where(~fractional & ~huge)
-            if col.min_value is not None:
-                flag(
-                    numbers < col.min_value,
-                    col.source,
-                    original,
-                    f"below the minimum {col.min_value:g}{' ' + col.unit if col.unit else ''}",
-                )
-            if col.max_value is not None:
-                flag(
-                    numbers > col.max_value,
-                    col.source,
-                    original,
-                    f"above the maximum {col.max_value:g}{' ' + col.unit if col.unit else ''}",
-                )
-            typed[col.name] = numbers
-        else:
-            typed[col.name] = as_text
-            if col.allowed is not None:
-                bad = ~missing & ~as_text.isin(col.allowed).fillna(False).to_numpy()
-                flag(bad, col.source, original, f"not one of {', '.join(col.allowed)}")
-        if col.required:
-            flag(missing, col.source, original, "missing value")
+        values, problems = _type_column(col, renamed.column(col.name))
+        typed[col.name] = values
+        for mask, reason in problems:
+            add_problems(col, np.asarray(mask, dtype=bool), reason, TYPE_EXPECTATION)
 
-    ids = typed[spec.entity_id]
-    dup = ids.notna().to_numpy() & ids.duplicated(keep="first").to_numpy()
-    flag(
-        dup,
-        spec.column(spec.entity_id).source,
-        frame[spec.entity_id],
-        "duplicate entity id in this file",
-    )
+    frame = pd.DataFrame(typed)
+    frame["source_row"] = numbers
+    type_bad = {
+        (int(r), c)
+        for f in problem_frames
+        for r, c in zip(f["row_number"], f["column"], strict=True)
+    }
+    summary = validate(frame, row_expectations(spec), name=f"{spec.name}-rows")
+    if not summary.unexpected.empty:
+        gx_rows = summary.unexpected.copy()
+        sources = {c.name: c.source for c in spec.columns}
+        gx_rows["column"] = gx_rows["column"].map(sources).fillna(gx_rows["column"])
+        if type_bad:
+            # a value that failed typing is null to GX: report it once, as a typing failure
+            keep = [
+                not (exp == "expect_column_values_to_not_be_null" and (int(r), c) in type_bad)
+                for r, c, exp in zip(
+                    gx_rows["row_number"], gx_rows["column"], gx_rows["expectation"], strict=True
+                )
+            ]
+            gx_rows = gx_rows.loc[keep]
+        if not gx_rows.empty:
+            # GX sees typed values; the quarantine keeps what the file said
+            position = pd.Series(np.arange(n), index=numbers)
+            idx = position.loc[gx_rows["row_number"].to_numpy()].to_numpy()
+            for column in gx_rows["column"].unique():
+                name = spec.source_to_name.get(str(column), str(column))
+                if name not in raw_values and name in renamed.column_names:
+                    raw_values[name] = _as_text(renamed.column(name))
+            gx_rows["value"] = [
+                _value_at(raw_values, spec.source_to_name.get(str(c), str(c)), int(i))
+                for c, i in zip(gx_rows["column"], idx, strict=True)
+            ]
+            problem_frames.append(gx_rows)
 
-    if problems:
-        quarantine = pd.concat(problems, ignore_index=True)
-        quarantine = quarantine.sort_values(["row_number", "column"], kind="stable")
-        bad_rows = np.zeros(n, dtype=bool)
-        bad_rows[quarantine["row_number"].to_numpy() - 1] = True
-        records = frame.astype("string").to_dict(orient="records")
+    if seen_ids:
+        ids = frame[spec.entity_id].to_numpy(dtype="float64")
+        seen = np.fromiter(seen_ids, dtype="float64", count=len(seen_ids))
+        repeat = np.isin(ids, seen)
+        add_problems(
+            spec.column(spec.entity_id),
+            repeat,
+            "duplicate entity id (seen earlier in this file)",
+            "expect_column_values_to_be_unique",
+        )
+
+    bad_rows = np.zeros(n, dtype=bool)
+    if problem_frames:
+        quarantine = pd.concat(problem_frames, ignore_index=True)
+        quarantine = quarantine.sort_values(["row_number", "column", "expectation"], kind="stable")
+        position = pd.Series(np.arange(n), index=numbers)
+        bad_positions = position.loc[quarantine["row_number"].unique()].to_numpy()
+        bad_rows[bad_positions] = True
+        records_frame = _raw_text(renamed.take(pa.array(np.flatnonzero(bad_rows))))
+        records_frame.columns = [spec.column(c).source for c in records_frame.columns]
+        by_row = dict(
+            zip(
+                numbers[bad_rows].tolist(),
+                (json.dumps(r, default=str) for r in records_frame.to_dict(orient="records")),
+                strict=True,
+            )
+        )
         quarantine.insert(0, "source_file", source_file)
-        quarantine["record"] = [
-            json.dumps(records[i - 1], default=str) for i in quarantine["row_number"]
-        ]
+        quarantine["record"] = quarantine["row_number"].map(by_row)
         quarantine = quarantine.reset_index(drop=True)[QUARANTINE_COLUMNS]
     else:
-        quarantine = pd.DataFrame(
-            {
-                c: pd.Series(dtype="int64" if c == "row_number" else "string")
-                for c in QUARANTINE_COLUMNS
-            }
-        )
-        bad_rows = np.zeros(n, dtype=bool)
+        quarantine = empty_quarantine()
 
-    valid = pd.DataFrame(typed).loc[~bad_rows]
+    valid = frame.loc[~bad_rows].copy()
     for col in spec.columns:
-        if col.name in valid.columns and col.dtype == "int64":
-            if col.required:
-                valid[col.name] = valid[col.name].astype("int64")
-            else:
-                valid[col.name] = valid[col.name].astype("Int64")
-        elif col.name in valid.columns and col.dtype == "string":
-            valid[col.name] = valid[col.name].astype("string")
-    valid.insert(len(valid.columns), "source_row", row_numbers[~bad_rows])
+        if col.name not in valid.columns:
+            continue
+        if col.dtype == "int64":
+            valid[col.name] = valid[col.name].astype("int64" if col.required else "Int64")
+        elif col.dtype == "string":
+            valid[col.name] = valid[col.name].astype(STRING_DTYPE)
+    if seen_ids is not None:
+        seen_ids.update(valid[spec.entity_id].to_numpy(dtype="int64").tolist())
     return TypedBatch(
         source_file=source_file,
         valid=valid.reset_index(drop=True),
         quarantine=quarantine,
         rows_landed=n,
+        validation=ValidationSummary(
+            expectations_run=summary.expectations_run,
+            failed=summary.failed,
+            rows_checked=summary.rows_checked,
+        ),
     )
+
+
+def _value_at(raw_values: dict[str, pa.Array], name: str, i: int) -> str:
+    arr = raw_values.get(name)
+    if arr is None:
+        return "<missing>"
+    value = arr[i].as_py()
+    return "<missing>" if value is None else str(value)

@@ -23,6 +23,9 @@ __all__ = [
 ]
 
 
+DTYPES = frozenset({"int64", "float64", "string", "timestamp"})
+
+
 class Role(StrEnum):
     """What a column is for."""
 
@@ -42,8 +45,8 @@ class ColumnSpec:
         Canonical (snake_case) name used in the feature store and by models.
     source : str
         Column header in landed files.
-    dtype : {"int64", "float64", "string"}
-        Storage type.
+    dtype : {"int64", "float64", "string", "timestamp"}
+        Storage type (``timestamp``: ISO-8601 text or a Parquet timestamp, stored in UTC).
     role : Role
         Feature, target, identifier or leakage.
     unit : str, optional
@@ -68,7 +71,7 @@ class ColumnSpec:
     description: str = ""
 
     def __post_init__(self) -> None:
-        if self.dtype not in {"int64", "float64", "string"}:
+        if self.dtype not in DTYPES:
             raise ValueError(f"column {self.name!r}: unsupported dtype {self.dtype!r}")
         if (
             self.min_value is not None
@@ -104,6 +107,7 @@ class DatasetSpec:
     entity_id: str
     target: str
     derived: tuple[DerivedFeature, ...] = field(default=())
+    event_time: str | None = None
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.columns]
@@ -120,6 +124,20 @@ class DatasetSpec:
                 f"dataset {self.name!r}: entity id {self.entity_id!r} must have role "
                 "'identifier' (identifiers never reach a model)"
             )
+        if self.event_time is not None:
+            if self.event_time not in names:
+                raise ValueError(
+                    f"dataset {self.name!r}: event time {self.event_time!r} not declared"
+                )
+            if self.column(self.event_time).dtype != "timestamp":
+                raise ValueError(
+                    f"dataset {self.name!r}: event time {self.event_time!r} must be a timestamp"
+                )
+            if self.column(self.event_time).role is not Role.IDENTIFIER:
+                raise ValueError(
+                    f"dataset {self.name!r}: event time {self.event_time!r} must have role "
+                    "'identifier' (a timestamp is never a model input)"
+                )
         derived = [d.name for d in self.derived]
         if len(set(derived)) != len(derived):
             raise ValueError(f"dataset {self.name!r}: duplicate derived features in {derived}")
@@ -142,6 +160,11 @@ class DatasetSpec:
     def excluded_from_model(self) -> list[str]:
         """Identifier and leakage columns: never model inputs."""
         return self.names(Role.IDENTIFIER) + self.names(Role.LEAKAGE)
+
+    @property
+    def required_columns(self) -> list[str]:
+        """Canonical names of the columns every landed batch must carry."""
+        return [c.name for c in self.columns if c.required]
 
     @property
     def categorical_features(self) -> list[str]:
@@ -210,6 +233,7 @@ AI4I = DatasetSpec(
     name="ai4i2020",
     entity_id="udi",
     target="machine_failure",
+    event_time="event_time",
     columns=(
         ColumnSpec(
             "udi",
@@ -218,6 +242,15 @@ AI4I = DatasetSpec(
             Role.IDENTIFIER,
             min_value=0,
             description="Row id; unique per observation.",
+        ),
+        ColumnSpec(
+            "event_time",
+            "Timestamp",
+            "timestamp",
+            Role.IDENTIFIER,
+            required=False,
+            description="When the observation was made (UTC); a batch without it is "
+            "stamped with its ingestion time.",
         ),
         ColumnSpec(
             "product_id",

@@ -1,13 +1,32 @@
-"""Features: the feature table the models read, built from the stored observations."""
+"""Features: the feature table the models read, a point-in-time view of the feature store."""
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import dagster as dg
 import pandas as pd
+from pydantic import Field
 
+from mlplatform.core.batches import parse_time
 from mlplatform.core.digest import frame_digest
-from mlplatform.core.features import build_feature_table
+from mlplatform.core.expectations import table_expectations, validate
+from mlplatform.core.features import AS_OF_ATTR, DIGEST_ATTR, build_feature_table
+from mlplatform.core.schema import Role
 from mlplatform.defs.common import DATASET, FEATURES, preview_md
 from mlplatform.defs.ingestion import raw_observations
 from mlplatform.resources.feature_store import FeatureStore
+
+FEATURE_TABLE_CHECK = "feature_table_meets_expectations"
+
+
+class FeatureTableConfig(dg.Config):
+    """Which moment of the feature store the table shows."""
+
+    as_of: str | None = Field(
+        default=None,
+        description="ISO-8601 time (UTC if no zone): rebuild the table exactly as the store "
+        "knew it then, e.g. a past model's training set. None: now.",
+    )
 
 
 @dg.asset(
@@ -16,18 +35,75 @@ from mlplatform.resources.feature_store import FeatureStore
     io_manager_key="feature_io_manager",
     kinds={"pandas", "parquet"},
     owners=["team:ml-platform"],
+    check_specs=[
+        dg.AssetCheckSpec(
+            FEATURE_TABLE_CHECK,
+            asset="feature_table",
+            blocking=True,
+            description="The table against the schema's suite (columns, storage types, ranges, "
+            "sets, label in {0, 1}, unique entity ids): a bad table trains no model.",
+        )
+    ],
 )
-def feature_table(feature_store: FeatureStore) -> dg.Output[pd.DataFrame]:
-    """Model inputs, derived features (temperature gap, power, tool strain) and the target."""
-    table = build_feature_table(feature_store.read_observations(), DATASET)
-    return dg.Output(
+def feature_table(
+    context: dg.AssetExecutionContext, config: FeatureTableConfig, feature_store: FeatureStore
+) -> Iterator[dg.Output[pd.DataFrame] | dg.AssetCheckResult]:
+    """Entity, model features (raw and derived), target and lineage, as of one moment.
+
+    Every stored batch's newest version known at ``as_of``, one row per entity (a later
+    reading supersedes an earlier one). The as-of time and the digest are recorded, so
+    the same table, and any training set split from it, can be rebuilt bit for bit.
+    """
+    as_of = parse_time(config.as_of) if config.as_of else parse_time(datetime.now(UTC))
+    observations = feature_store.as_of(DATASET, as_of)
+    if observations.empty:
+        raise dg.Failure(
+            description=f"the feature store has no rows as of {as_of.isoformat()}: drop CSV or "
+            "Parquet files into the landing folder (or add SQL rows) and ingest them"
+        )
+    table = build_feature_table(observations, DATASET)
+    digest = frame_digest(table)
+    table.attrs = {AS_OF_ATTR: as_of.isoformat(), DIGEST_ATTR: digest}
+    batches = feature_store.latest(as_of)
+    context.log.info(
+        f"feature table as of {as_of.isoformat()}: {len(table):,} rows from "
+        f"{len(batches)} batches, digest {digest[:12]}"
+    )
+    declared = [c for c in table.columns if c in {x.name for x in DATASET.columns}]
+    must_have = [DATASET.entity_id, *DATASET.names(Role.FEATURE), DATASET.target]
+    check = validate(
+        table[declared],
+        table_expectations(DATASET, declared, required=must_have),
+        name=f"{DATASET.name}-features",
+    )
+    yield dg.AssetCheckResult(
+        check_name=FEATURE_TABLE_CHECK,
+        passed=check.success,
+        metadata={
+            **{k: v for k, v in check.as_metadata().items() if k != "failures"},
+            "failures": dg.MetadataValue.md(
+                "\n".join(f"- {f}" for f in check.as_metadata()["failures"]) or "none"
+            ),
+        },
+    )
+    yield dg.Output(
         table,
         metadata={
+            "as_of": as_of.isoformat(),
+            "dataset_digest": digest,
             "rows": len(table),
+            "batches": len(batches),
             "positive_rate": float(table[DATASET.target].mean()),
             "model_features": ", ".join(DATASET.model_features),
             "excluded_from_model": ", ".join(DATASET.excluded_from_model),
-            "dataset_digest": frame_digest(table),
+            "sources": dg.MetadataValue.md(
+                table.groupby("source_file", observed=True)
+                .size()
+                .rename("rows")
+                .reset_index()
+                .to_markdown(index=False)
+            ),
             "preview": preview_md(table),
         },
+        data_version=dg.DataVersion(digest[:16]),
     )

@@ -1,103 +1,213 @@
-"""Ingestion: landed files into typed Parquet batches of the feature store."""
+"""Ingestion: source batches (landed files, SQL pulls) into the feature store, one partition each.
 
-from datetime import UTC, datetime
+``raw_observations`` is partitioned by batch (dynamic partitions
+``source_batches``): one partition per landed file (keyed by its content hash)
+or per incremental SQL pull. Materializing a partition ingests that batch;
+materializing it again re-reads the same file or the same SQL range into a new
+version, so a file's data can be replaced or backfilled on its own.
+
+New batches are found by :func:`register_new_batches`, called by the
+``new_source_batches`` sensor and by ``mlplatform run``.
+"""
+
+from collections.abc import Iterator
 
 import dagster as dg
 import pandas as pd
 
-from mlplatform.core.ingest import FileRejected, type_and_validate
+from mlplatform.core.expectations import table_expectations, validate
+from mlplatform.core.ingest import FileRejected
 from mlplatform.defs.common import DATASET, INGESTION
 from mlplatform.resources.feature_store import FeatureStore
+from mlplatform.resources.ingestion import (
+    DEFAULT_CHUNK_ROWS,
+    Discovery,
+    discover,
+    ingest_batch,
+)
 from mlplatform.resources.landing import LandingArea
+from mlplatform.resources.sources import BatchSource
+from mlplatform.resources.sql_source import SqlTableSource
+
+SOURCE_BATCHES_NAME = "source_batches"
+SOURCE_BATCHES = dg.DynamicPartitionsDefinition(name=SOURCE_BATCHES_NAME)
+LANDED_ROWS_CHECK = "landed_rows_meet_expectations"
+STORED_ROWS_CHECK = "stored_rows_meet_expectations"
+COUNT_INVARIANT_CHECK = "count_invariant"
 
 
-@dg.asset(group_name=INGESTION, kinds={"pandas", "parquet"}, owners=["team:ml-platform"])
+class IngestConfig(dg.Config):
+    """How a batch is read."""
+
+    chunk_rows: int = DEFAULT_CHUNK_ROWS
+
+
+def register_new_batches(
+    instance: dg.DagsterInstance, sources: list[BatchSource], store: FeatureStore
+) -> Discovery:
+    """Plan every new batch, and add it (and any batch to retry) as a partition."""
+    found = discover(sources, store)
+    known = set(instance.get_dynamic_partitions(SOURCE_BATCHES_NAME))
+    keys = [p.key for p in found.to_ingest if p.key not in known]
+    if keys:
+        instance.add_dynamic_partitions(SOURCE_BATCHES_NAME, keys)
+    return found
+
+
+def _md_table(frame: pd.DataFrame) -> dg.MetadataValue:
+    return dg.MetadataValue.md(frame.to_markdown(index=False) if not frame.empty else "none")
+
+
+@dg.asset(
+    group_name=INGESTION,
+    partitions_def=SOURCE_BATCHES,
+    kinds={"pandas", "parquet"},
+    owners=["team:ml-platform"],
+    check_specs=[
+        dg.AssetCheckSpec(
+            LANDED_ROWS_CHECK,
+            asset="raw_observations",
+            description="The batch as landed, against the schema's expectation suite (GX). "
+            "Rows failing it were quarantined; a warning, not a stop.",
+        ),
+        dg.AssetCheckSpec(
+            STORED_ROWS_CHECK,
+            asset="raw_observations",
+            blocking=True,
+            description="The stored rows, read back, against the full suite (columns, storage "
+            "types, ranges, sets, unique ids). Must pass: nothing invalid reaches training.",
+        ),
+        dg.AssetCheckSpec(
+            COUNT_INVARIANT_CHECK,
+            asset="raw_observations",
+            blocking=True,
+            description="Rows landed = rows stored + rows quarantined.",
+        ),
+    ],
+)
 def raw_observations(
-    context: dg.AssetExecutionContext, landing: LandingArea, feature_store: FeatureStore
-) -> dg.MaterializeResult:
-    """Landed CSV/Parquet files, typed by the schema, stored as Parquet batches by content hash."""
-    ingested_at = pd.Timestamp(datetime.now(UTC)).as_unit("us")
-    report: list[dict[str, object]] = []
-    rejected: list[FileRejected] = []
-    for landed in landing.pending():
-        if feature_store.has_batch(landed.sha256):
-            landing.archive(landed)
-            context.log.info(
-                f"{landed.name}: already ingested (sha256 {landed.sha256[:12]}), "
-                "archived without adding rows"
-            )
-            report.append(
-                {
-                    "file": landed.name,
-                    "status": "duplicate",
-                    "landed": 0,
-                    "stored": 0,
-                    "quarantined": 0,
-                }
-            )
-            continue
-        try:
-            batch = type_and_validate(landing.read(landed), DATASET, landed.name)
-        except FileRejected as exc:
-            moved = landing.reject(landed, str(exc))
-            context.log.error(f"rejected {exc}; moved to {moved}")
-            rejected.append(exc)
-            report.append(
-                {
-                    "file": landed.name,
-                    "status": f"rejected: {exc.reason}",
-                    "landed": 0,
-                    "stored": 0,
-                    "quarantined": 0,
-                }
-            )
-            continue
-        rows = batch.valid.assign(
-            source_file=landed.name, content_sha256=landed.sha256, ingested_at=ingested_at
-        )
-        quarantine = batch.quarantine.assign(content_sha256=landed.sha256, ingested_at=ingested_at)
-        feature_store.write_batch(landed.sha256, rows, quarantine)
-        landing.archive(landed)
-        if batch.rows_quarantined:
-            context.log.warning(
-                f"{landed.name}: {batch.rows_quarantined} of {batch.rows_landed} rows quarantined; "
-                f"first: row {quarantine.iloc[0]['row_number']}, column "
-                f"{quarantine.iloc[0]['column']!r}: {quarantine.iloc[0]['reason']}"
-            )
-        context.log.info(
-            f"{landed.name}: {len(rows)} rows stored, {batch.rows_quarantined} quarantined"
-        )
-        report.append(
-            {
-                "file": landed.name,
-                "status": "ingested",
-                "landed": batch.rows_landed,
-                "stored": len(rows),
-                "quarantined": batch.rows_quarantined,
-            }
-        )
+    context: dg.AssetExecutionContext,
+    config: IngestConfig,
+    landing: LandingArea,
+    sql_source: SqlTableSource,
+    feature_store: FeatureStore,
+) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
+    """One source batch, typed by the schema and validated by Great Expectations.
 
-    stored = feature_store.read_observations()
-    if rejected:
-        raise dg.Failure(
-            description="; ".join(str(e) for e in rejected),
-            metadata={"rejected_files": [e.source_file for e in rejected]},
+    Valid rows become a new version of the batch in the feature store; invalid rows
+    go to its quarantine with file, row, column and failed expectation. A batch that
+    cannot be read at all is rejected (file moved to the rejected area with the
+    reason) and the store is unchanged.
+    """
+    key = context.partition_key
+    plan = feature_store.load_plan(key)
+    sources: dict[str, BatchSource] = {s.source_name: s for s in (landing, sql_source)}
+    source = sources.get(plan.source)
+    if source is None:
+        raise dg.Failure(f"batch {key}: its source {plan.source!r} is not configured")
+    context.log.info(f"ingesting {plan.label} (batch {key}, source {plan.source})")
+    try:
+        report = ingest_batch(
+            plan, source, feature_store, DATASET, chunk_rows=config.chunk_rows, log=context.log
         )
-    if stored.empty:
+    except FileRejected as exc:
+        context.log.error(f"rejected {exc}")
         raise dg.Failure(
-            description=f"no observations: drop CSV or Parquet files into {landing.landing_dir}"
+            description=str(exc),
+            metadata={
+                "file": exc.source_file,
+                "reason": exc.reason,
+                "column": exc.column or "",
+            },
+        ) from exc
+    m = report.manifest
+    if m.rows_quarantined:
+        context.log.warning(
+            f"{plan.label}: {m.rows_quarantined:,} of {m.rows_landed:,} rows quarantined; "
+            f"first: {report.quarantine_sample.iloc[0]['reason']} in row "
+            f"{report.quarantine_sample.iloc[0]['row_number']}, column "
+            f"{report.quarantine_sample.iloc[0]['column']!r}"
         )
-    if not report:
-        context.log.info(f"no new files in {landing.landing_dir}")
-    files = pd.DataFrame(report, columns=["file", "status", "landed", "stored", "quarantined"])
-    return dg.MaterializeResult(
+    context.log.info(
+        f"{plan.label}: {m.rows_landed:,} rows landed, {m.rows_stored:,} stored, "
+        f"{m.rows_quarantined:,} quarantined (version {m.version})"
+    )
+    landed = report.validation
+    yield dg.AssetCheckResult(
+        check_name=LANDED_ROWS_CHECK,
+        passed=landed.success,
+        severity=dg.AssetCheckSeverity.WARN,
         metadata={
-            "files_processed": len(report),
-            "rows_stored_this_run": int(files["stored"].sum()),
-            "rows_quarantined_this_run": int(files["quarantined"].sum()),
-            "rows_in_store": len(stored),
-            "files": dg.MetadataValue.md(
-                files.to_markdown(index=False) if report else "no new files"
+            **{k: v for k, v in landed.as_metadata().items() if k != "failures"},
+            "failures": dg.MetadataValue.md(
+                "\n".join(f"- {f}" for f in landed.as_metadata()["failures"]) or "none"
             ),
-        }
+            "quarantined_rows": m.rows_quarantined,
+        },
+    )
+    stored = feature_store.read_batch(key, m.version)
+    check = validate(
+        stored, table_expectations(DATASET, list(stored.columns)), name=f"{DATASET.name}-stored"
+    )
+    yield dg.AssetCheckResult(
+        check_name=STORED_ROWS_CHECK,
+        passed=check.success if not stored.empty else True,
+        metadata={
+            **{k: v for k, v in check.as_metadata().items() if k != "failures"},
+            "failures": dg.MetadataValue.md(
+                "\n".join(f"- {f}" for f in check.as_metadata()["failures"]) or "none"
+            ),
+        },
+    )
+    yield dg.AssetCheckResult(
+        check_name=COUNT_INVARIANT_CHECK,
+        passed=m.rows_landed == m.rows_stored + m.rows_quarantined,
+        metadata={
+            "rows_landed": m.rows_landed,
+            "rows_stored": m.rows_stored,
+            "rows_quarantined": m.rows_quarantined,
+        },
+    )
+    yield dg.MaterializeResult(
+        metadata={
+            "source": plan.source,
+            "file": plan.label,
+            "version": m.version,
+            "ingested_at": m.ingested_at,
+            "rows_landed": m.rows_landed,
+            "rows_stored": m.rows_stored,
+            "rows_quarantined": m.rows_quarantined,
+            "event_time_range": f"{m.event_time_min} .. {m.event_time_max}",
+            "expectations_run": landed.expectations_run,
+            "quarantine_sample": _md_table(
+                report.quarantine_sample.drop(columns=["record"], errors="ignore").head(10)
+            ),
+        },
+        data_version=dg.DataVersion(f"{key}@{m.version}"),
+    )
+
+
+@dg.sensor(
+    name="new_source_batches",
+    minimum_interval_seconds=30,
+    asset_selection=[raw_observations],
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Plans a batch for every new landed file or new SQL rows and ingests it.",
+)
+def new_source_batches(
+    context: dg.SensorEvaluationContext,
+    landing: LandingArea,
+    sql_source: SqlTableSource,
+    feature_store: FeatureStore,
+) -> dg.SensorResult:
+    """Add a partition per new batch and request its ingestion."""
+    found = discover([landing, sql_source], feature_store)
+    if found.duplicates:
+        context.log.info(f"archived re-dropped files (already stored): {found.duplicates}")
+    for error in found.errors:
+        context.log.error(f"source unavailable: {error}")
+    keys = [p.key for p in found.new]
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(partition_key=k, run_key=k) for k in keys],
+        dynamic_partitions_requests=[SOURCE_BATCHES.build_add_request(keys)] if keys else [],
     )

@@ -7,6 +7,7 @@ alias, it does not compute an asset) defined in :mod:`mlplatform.defs.operations
 import dagster as dg
 
 from mlplatform.defs.common import INFERENCE, INGESTION
+from mlplatform.defs.ingestion import SOURCE_BATCHES
 
 TRAIN_AND_SCORE = "train_and_score"
 BATCH_INFERENCE = "batch_inference"
@@ -15,10 +16,10 @@ ROLLBACK_CHAMPION = "rollback_champion"
 
 train_and_score_job = dg.define_asset_job(
     TRAIN_AND_SCORE,
-    selection=dg.AssetSelection.all(),
+    selection=dg.AssetSelection.all() - dg.AssetSelection.groups(INGESTION),
     tags={"mlplatform/kind": "training"},
-    description="Ingest landed files, build features, split, train, evaluate, gate, register, "
-    "promote and score: the whole lifecycle once.",
+    description="Build the feature table from the store, split, train, evaluate, gate, "
+    "register, promote and score. Ingestion runs per batch before it (ingest job).",
 )
 batch_inference_job = dg.define_asset_job(
     BATCH_INFERENCE,
@@ -28,5 +29,6 @@ batch_inference_job = dg.define_asset_job(
 ingest_job = dg.define_asset_job(
     INGEST,
     selection=dg.AssetSelection.groups(INGESTION),
-    description="Ingest files waiting in the landing folder.",
+    partitions_def=SOURCE_BATCHES,
+    description="Ingest one source batch (a landed file or a SQL pull): one run per partition.",
 )

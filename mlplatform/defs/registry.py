@@ -8,7 +8,7 @@ import pandas as pd
 
 from mlplatform.core.digest import frame_digest
 from mlplatform.core.evaluation import CandidateEvaluation
-from mlplatform.core.features import model_inputs
+from mlplatform.core.features import AS_OF_ATTR, DIGEST_ATTR, model_inputs
 from mlplatform.core.gate import GateDecision
 from mlplatform.core.models import TrainedModel
 from mlplatform.core.split import SPLIT_COLUMN
@@ -57,6 +57,9 @@ def registered_model(
             "fit_rows": candidate_model.n_fit_rows,
             "test_rows": report.n_rows,
             "features": ",".join(DATASET.model_features),
+            # enough to rebuild the training set: store as of this time, then the split
+            AS_OF_ATTR: str(train_test_split.attrs.get(AS_OF_ATTR, "")),
+            DIGEST_ATTR: str(train_test_split.attrs.get(DIGEST_ATTR, "")),
         },
         metrics={**report.metrics(), "fit_seconds": candidate_model.fit_seconds},
         run_tags={
@@ -85,6 +88,7 @@ def registered_model(
             "mlflow_run_id": ref.run_id,
             "model_uri": ref.uri,
             "training_digest": digest,
+            "feature_as_of": str(train_test_split.attrs.get(AS_OF_ATTR, "")),
             "gate_passed": gate_decision.passed,
         },
     )

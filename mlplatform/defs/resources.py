@@ -1,5 +1,6 @@
 """The one place that chooses where resources read and write."""
 
+import os
 from typing import Any
 
 from mlplatform.paths import StatePaths
@@ -9,10 +10,18 @@ from mlplatform.resources.landing import LandingArea
 from mlplatform.resources.ledger import PromotionLedger
 from mlplatform.resources.mlflow_registry import MlflowRegistry
 from mlplatform.resources.predictions import PredictionStore
+from mlplatform.resources.sql_source import SqlTableSource
 
-__all__ = ["LEDGER_URL_ENV", "build_resources"]
+__all__ = ["LEDGER_URL_ENV", "SQL_TABLE", "SQL_URL_ENV", "build_resources"]
 
 LEDGER_URL_ENV = "MLPLATFORM_LEDGER_URL"
+SQL_URL_ENV = "MLPLATFORM_SQL_URL"
+# The SQL source's table: readings with canonical column names, an autoincrement
+# watermark and the time each reading was taken.
+SQL_SOURCE_NAME = "machines"
+SQL_TABLE = "machine_readings"
+SQL_WATERMARK = "reading_id"
+SQL_EVENT_TIME = "recorded_at"
 
 
 def build_resources(
@@ -31,6 +40,13 @@ def build_resources(
             rejected_dir=str(paths.rejected),
         ),
         "feature_store": FeatureStore(root=str(paths.feature_store)),
+        "sql_source": SqlTableSource(
+            name=SQL_SOURCE_NAME,
+            url=os.environ.get(SQL_URL_ENV) or paths.sources_db_url,
+            table=SQL_TABLE,
+            watermark_column=SQL_WATERMARK,
+            event_time_column=SQL_EVENT_TIME,
+        ),
         "prediction_store": PredictionStore(root=str(paths.predictions)),
         "mlflow_registry": MlflowRegistry(
             tracking_uri=tracking_uri or paths.mlflow_tracking_uri,

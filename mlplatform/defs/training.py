@@ -7,6 +7,7 @@ import pandas as pd
 from pydantic import Field
 
 from mlplatform.core.digest import frame_digest
+from mlplatform.core.features import AS_OF_ATTR
 from mlplatform.core.models import CANDIDATES, TrainedModel, train_candidate
 from mlplatform.core.selection import (
     DEFAULT_CANDIDATES,
@@ -135,9 +136,11 @@ def train_test_split(config: SplitConfig, feature_table: pd.DataFrame) -> dg.Out
     labelled, info = stratified_split(
         feature_table, DATASET.target, test_size=config.test_size, seed=config.seed
     )
+    labelled.attrs = dict(feature_table.attrs)  # as-of time and digest of the source table
     return dg.Output(
         labelled,
         metadata={
+            "feature_as_of": str(feature_table.attrs.get(AS_OF_ATTR, "")),
             "seed": info.seed,
             "test_size": info.test_size,
             "train_rows": info.n_train,

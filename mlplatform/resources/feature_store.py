@@ -1,70 +1,286 @@
-"""The feature store on disk: typed raw batches and the quarantine, in Parquet.
+"""The feature store on disk: versioned Parquet batches, their quarantine, and plans.
 
-One Parquet file per ingested landed file, named by its content hash, so a file
-is ingested once however often it is dropped. The quarantine keeps every invalid
-row with its file, row number, column and reason.
+Layout under ``root``::
+
+    plans/<batch>.json                     how to (re)read a batch (source, file hash, range)
+    batches/<batch>/<version>/part-*.parquet         valid rows: typed, derived, lineage
+    batches/<batch>/<version>/quarantine-*.parquet   invalid rows with file, row, column, reason
+    batches/<batch>/<version>/_manifest.json         counts, ingestion time, validation summary
+
+A version is written in a hidden temporary folder and renamed into place after its
+manifest, so a crash mid-write leaves the previous state readable and no partial
+version visible. Versions are never overwritten or deleted: re-ingesting a batch
+adds a newer version, and :meth:`FeatureStore.as_of` can still read the old one.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mlplatform.resources.files import TMP_PREFIX, write_parquet_atomic
+from mlplatform.core.batches import (
+    BatchManifest,
+    BatchPlan,
+    check_key,
+    parse_time,
+    resolve_as_of,
+    select_versions,
+    version_name,
+)
+from mlplatform.core.ingest import QUARANTINE_COLUMNS, empty_quarantine
+from mlplatform.core.schema import DatasetSpec
+from mlplatform.resources.files import TMP_PREFIX, write_bytes_atomic
 
-__all__ = ["FeatureStore"]
+__all__ = ["BatchWriter", "FeatureStore"]
+
+MANIFEST = "_manifest.json"
+_STALE_TMP_SECONDS = 3600.0
+
+
+def _read_parquet(paths: list[Path]) -> pd.DataFrame:
+    if not paths:
+        return pd.DataFrame()
+    tables = [pq.read_table(p) for p in paths]
+    table = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
+    return table.to_pandas()
+
+
+class BatchWriter:
+    """Writes one new version of a batch; nothing is visible until :meth:`commit`."""
+
+    def __init__(self, folder: Path, plan: BatchPlan, ingested_at: pd.Timestamp) -> None:
+        self.plan = plan
+        self.ingested_at = ingested_at
+        self.version = version_name(ingested_at.to_pydatetime())
+        self.final = folder / self.version
+        if self.final.exists():
+            raise FileExistsError(f"batch {plan.key}: version {self.version} already exists")
+        self.tmp = folder / f"{TMP_PREFIX}{self.version}-{uuid.uuid4().hex[:8]}"
+        self.tmp.mkdir(parents=True)
+        self.parts: list[str] = []
+        self.quarantine_parts: list[str] = []
+        self.rows_stored = 0
+        self.event_min: pd.Timestamp | None = None
+        self.event_max: pd.Timestamp | None = None
+
+    def write_rows(self, rows: pd.DataFrame, event_time: str | None = None) -> None:
+        """Append a part of valid rows."""
+        if rows.empty:
+            return
+        name = f"part-{len(self.parts):05d}.parquet"
+        pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), self.tmp / name)
+        self.parts.append(name)
+        self.rows_stored += len(rows)
+        if event_time is not None and event_time in rows.columns:
+            lo, hi = rows[event_time].min(), rows[event_time].max()
+            self.event_min = lo if self.event_min is None else min(self.event_min, lo)
+            self.event_max = hi if self.event_max is None else max(self.event_max, hi)
+
+    def write_quarantine(self, quarantine: pd.DataFrame) -> None:
+        """Append a part of quarantined rows (one row per failed row, column, expectation)."""
+        if quarantine.empty:
+            return
+        name = f"quarantine-{len(self.quarantine_parts):05d}.parquet"
+        frame = quarantine.assign(batch_id=self.plan.key, ingested_at=self.ingested_at)
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), self.tmp / name)
+        self.quarantine_parts.append(name)
+
+    def commit(
+        self, *, rows_landed: int, rows_quarantined: int, validation: dict[str, Any]
+    ) -> BatchManifest:
+        """Write the manifest and make the version visible (one rename)."""
+        manifest = BatchManifest(
+            key=self.plan.key,
+            version=self.version,
+            source=self.plan.source,
+            label=self.plan.label,
+            ingested_at=self.ingested_at.isoformat(),
+            rows_landed=rows_landed,
+            rows_stored=self.rows_stored,
+            rows_quarantined=rows_quarantined,
+            parts=tuple(self.parts),
+            quarantine_parts=tuple(self.quarantine_parts),
+            ref=dict(self.plan.ref),
+            event_time_min=None if self.event_min is None else self.event_min.isoformat(),
+            event_time_max=None if self.event_max is None else self.event_max.isoformat(),
+            validation=validation,
+        )
+        for name in [*self.parts, *self.quarantine_parts]:
+            with open(self.tmp / name, "rb") as fh:
+                os.fsync(fh.fileno())
+        write_bytes_atomic(
+            json.dumps(manifest.to_json(), indent=1, default=str).encode(), self.tmp / MANIFEST
+        )
+        os.rename(self.tmp, self.final)
+        return manifest
+
+    def abort(self) -> None:
+        """Drop everything written; the store is as it was."""
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 class FeatureStore(dg.ConfigurableResource):
-    """Typed raw batches and the quarantine under one folder."""
+    """Versioned observation batches, the quarantine and batch plans under one folder."""
 
     root: str
 
     @property
     def _batches(self) -> Path:
-        return Path(self.root) / "raw"
+        return Path(self.root) / "batches"
 
     @property
-    def _quarantine(self) -> Path:
-        return Path(self.root) / "quarantine"
+    def _plans(self) -> Path:
+        return Path(self.root) / "plans"
 
-    def has_batch(self, sha256: str) -> bool:
-        """Whether a landed file with this content hash was already ingested."""
-        return (self._batches / f"{sha256}.parquet").exists()
+    # plans ---------------------------------------------------------------------------
 
-    def write_batch(self, sha256: str, rows: pd.DataFrame, quarantine: pd.DataFrame) -> None:
-        """Store a file's valid rows and its quarantined rows (quarantine first).
+    def save_plan(self, plan: BatchPlan) -> None:
+        """Record how to read batch ``plan.key`` (idempotent for the same plan)."""
+        target = self._plans / f"{plan.key}.json"
+        write_bytes_atomic(json.dumps(plan.to_json(), indent=1).encode(), target)
 
-        The batch file is written last: its presence marks the file as ingested,
-        so a crash in between leaves the file pending, to be ingested again.
+    def load_plan(self, key: str) -> BatchPlan:
+        """The saved plan of batch ``key``.
+
+        Raises
+        ------
+        KeyError
+            When no source ever planned this batch.
         """
-        if not quarantine.empty:
-            write_parquet_atomic(quarantine, self._quarantine / f"{sha256}.parquet")
-        write_parquet_atomic(rows, self._batches / f"{sha256}.parquet")
+        path = self._plans / f"{check_key(key)}.json"
+        if not path.is_file():
+            raise KeyError(f"unknown batch {key!r}: no plan in {self._plans}")
+        return BatchPlan.from_json(json.loads(path.read_text()))
 
-    def read_observations(self) -> pd.DataFrame:
-        """Every stored valid row, in ingestion order."""
-        files = self._files(self._batches)
-        if not files:
-            return pd.DataFrame()
-        frames = [pq.read_table(f).to_pandas() for f in files]
-        out = pd.concat(frames, ignore_index=True)
-        return out.sort_values(
-            ["ingested_at", "source_file", "source_row"], kind="stable"
-        ).reset_index(drop=True)
+    def has_plan(self, key: str) -> bool:
+        """Whether batch ``key`` was ever planned."""
+        return (self._plans / f"{key}.json").is_file()
 
-    def read_quarantine(self) -> pd.DataFrame:
-        """Every quarantined row, from every file."""
-        files = self._files(self._quarantine)
-        if not files:
-            return pd.DataFrame()
-        return pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
+    def plans(self, source: str | None = None) -> list[BatchPlan]:
+        """Every saved plan (of ``source``), by key."""
+        if not self._plans.is_dir():
+            return []
+        found = [
+            BatchPlan.from_json(json.loads(p.read_text()))
+            for p in sorted(self._plans.glob("*.json"))
+            if not p.name.startswith(TMP_PREFIX)
+        ]
+        return [p for p in found if source is None or p.source == source]
+
+    # writing -------------------------------------------------------------------------
+
+    @contextmanager
+    def writer(self, plan: BatchPlan, ingested_at: pd.Timestamp) -> Iterator[BatchWriter]:
+        """A writer for a new version of ``plan.key``; aborted if the block raises."""
+        folder = self._batches / check_key(plan.key)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._sweep(folder)
+        w = BatchWriter(folder, plan, parse_time(ingested_at))
+        try:
+            yield w
+        except BaseException:
+            w.abort()
+            raise
+        if w.tmp.exists():  # never committed
+            w.abort()
 
     @staticmethod
-    def _files(folder: Path) -> list[Path]:
-        if not folder.is_dir():
+    def _sweep(folder: Path) -> None:
+        """Remove temporary versions a crashed writer left more than an hour ago."""
+        now = time.time()
+        for p in folder.glob(f"{TMP_PREFIX}*"):
+            if now - p.stat().st_mtime > _STALE_TMP_SECONDS:
+                shutil.rmtree(p, ignore_errors=True)
+
+    # reading -------------------------------------------------------------------------
+
+    def manifests(self, key: str | None = None) -> list[BatchManifest]:
+        """Every committed version (of batch ``key``), oldest first."""
+        if not self._batches.is_dir():
             return []
-        return sorted(p for p in folder.glob("*.parquet") if not p.name.startswith(TMP_PREFIX))
+        folders = [self._batches / key] if key is not None else sorted(self._batches.iterdir())
+        out = []
+        for folder in folders:
+            if not folder.is_dir() or folder.name.startswith((".", TMP_PREFIX)):
+                continue
+            for version in sorted(folder.iterdir()):
+                manifest = version / MANIFEST
+                if version.name.startswith(TMP_PREFIX) or not manifest.is_file():
+                    continue
+                out.append(BatchManifest.from_json(json.loads(manifest.read_text())))
+        return sorted(out, key=lambda m: (m.ingested, m.key))
+
+    def is_committed(self, key: str) -> bool:
+        """Whether batch ``key`` has at least one committed version."""
+        return bool(self.manifests(key))
+
+    def latest(self, as_of: str | pd.Timestamp | None = None) -> list[BatchManifest]:
+        """The version of every batch the store served at ``as_of`` (default: now)."""
+        when = None if as_of is None else parse_time(as_of)
+        return select_versions(self.manifests(), when)
+
+    def _paths(self, manifests: list[BatchManifest], quarantine: bool = False) -> list[Path]:
+        return [
+            self._batches / m.key / m.version / part
+            for m in manifests
+            for part in (m.quarantine_parts if quarantine else m.parts)
+        ]
+
+    def read_batch(self, key: str, version: str | None = None) -> pd.DataFrame:
+        """The stored rows of one batch (its newest version, or ``version``)."""
+        versions = self.manifests(key)
+        if version is not None:
+            versions = [m for m in versions if m.version == version]
+        if not versions:
+            raise KeyError(f"batch {key!r} has no committed version {version or ''}".strip())
+        return _read_parquet(self._paths(versions[-1:]))
+
+    def as_of(self, spec: DatasetSpec, as_of: str | pd.Timestamp | None = None) -> pd.DataFrame:
+        """Exactly the rows known at ``as_of`` (default: now), one per entity id.
+
+        For each batch its newest version ingested at or before ``as_of``; for each
+        entity the newest of its rows among those versions. Rows come in ingestion
+        order, so the same ``as_of`` always gives the same frame, bit for bit.
+        """
+        rows = _read_parquet(self._paths(self.latest(as_of)))
+        return resolve_as_of(rows, spec)
+
+    def read_event_day(self, spec: DatasetSpec, day: str) -> pd.DataFrame:
+        """Current rows whose event time falls on the UTC calendar ``day`` (YYYY-MM-DD)."""
+        if spec.event_time is None:
+            raise ValueError(f"dataset {spec.name!r} declares no event time")
+        start = parse_time(day).normalize()
+        end = start + pd.Timedelta(days=1)
+        chosen = [
+            m
+            for m in self.latest()
+            if m.event_time_min is not None
+            and m.event_time_max is not None
+            and parse_time(m.event_time_min) < end
+            and parse_time(m.event_time_max) >= start
+        ]
+        rows = resolve_as_of(_read_parquet(self._paths(chosen)), spec)
+        if rows.empty:
+            return rows
+        stamps = rows[spec.event_time]
+        return rows.loc[(stamps >= start) & (stamps < end)].reset_index(drop=True)
+
+    def read_quarantine(self, key: str | None = None) -> pd.DataFrame:
+        """Quarantined rows of the current version of every batch (or of batch ``key``)."""
+        chosen = self.latest() if key is None else self.manifests(key)[-1:]
+        frame = _read_parquet(self._paths(chosen, quarantine=True))
+        if frame.empty:
+            return empty_quarantine().assign(batch_id=pd.Series(dtype="object"))
+        return frame[[*QUARANTINE_COLUMNS, "batch_id", "ingested_at"]]

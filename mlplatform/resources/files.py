@@ -6,6 +6,7 @@ half-written one; readers only ever see complete files.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -40,6 +41,10 @@ def atomic_path(target: Path) -> Iterator[Path]:
 def write_parquet_atomic(frame: pd.DataFrame, target: Path) -> Path:
     """Write ``frame`` to ``target`` as Parquet, atomically; returns ``target``."""
     table = pa.Table.from_pandas(frame, preserve_index=False)
+    if frame.attrs:
+        # as pandas.to_parquet does: read_parquet restores DataFrame.attrs from this key
+        metadata = {**(table.schema.metadata or {}), b"PANDAS_ATTRS": json.dumps(frame.attrs)}
+        table = table.replace_schema_metadata(metadata)
     with atomic_path(target) as tmp:
         pq.write_table(table, tmp, compression="zstd")
     return target

@@ -142,7 +142,7 @@ class PromotionLedger(dg.ConfigurableResource):
 
     url: str = Field(
         description="SQLAlchemy URL of the ledger database, e.g. sqlite:////state/ledger.db "
-        "or postgresql://user@host/db."
+        "or postgresql+psycopg2://user@host/db."
     )
     in_flight_seconds: float = Field(
         default=60.0,

@@ -86,7 +86,7 @@ def test_lineage_columns_are_carried_after_the_target() -> None:
     obs["source_file"] = ["a.csv", "b.csv"]
     obs["source_row"] = [1, 2]
     table = build_feature_table(obs, AI4I)
-    assert list(table.columns)[-3:] == ["machine_failure", "source_file", "ingested_at"]
+    assert list(table.columns)[-3:] == ["machine_failure", "ingested_at", "source_file"]
     assert table["source_file"].tolist() == ["a.csv", "b.csv"]
     assert (table["ingested_at"] == stamp).all()
     assert "source_row" not in table.columns

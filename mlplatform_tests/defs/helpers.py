@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
 
 from mlplatform.core.generator import generate_ai4i
 from mlplatform.defs import evaluation, features, inference, ingestion, registry, training
+from mlplatform.defs.ingestion import register_new_batches
 from mlplatform.resources.landing import LandingArea
 
 MODULES = [ingestion, features, training, evaluation, registry, inference]
 ASSETS: list[Any] = [
     *dg.load_assets_from_modules(MODULES),
     *dg.load_asset_checks_from_modules(MODULES),
+]
+# every asset but the per-batch ingestion
+DOWNSTREAM = [
+    a.key.to_user_string()
+    for a in dg.load_assets_from_modules(MODULES)
+    if isinstance(a, dg.AssetsDefinition) and a.key.to_user_string() != "raw_observations"
 ]
 
 
@@ -26,21 +34,106 @@ def land_sample(resources: dict[str, Any], rows: int, *, seed: int, start_udi: i
     return name
 
 
+INGESTION_ASSET = "raw_observations"
+
+
+@dataclass
+class LifecycleResult:
+    """The ingestion runs (one per new batch) and the run of everything downstream."""
+
+    ingest: list[dg.ExecuteInProcessResult] = field(default_factory=list)
+    main: dg.ExecuteInProcessResult | None = None
+
+    @property
+    def runs(self) -> list[dg.ExecuteInProcessResult]:
+        """Every run, ingestion first."""
+        return [*self.ingest, *([self.main] if self.main is not None else [])]
+
+    @property
+    def success(self) -> bool:
+        """Whether every run succeeded."""
+        return all(r.success for r in self.runs)
+
+    @property
+    def all_events(self) -> list[dg.DagsterEvent]:
+        """Events of every run, in run order."""
+        return [e for r in self.runs for e in r.all_events]
+
+    @property
+    def run_id(self) -> str:
+        """The downstream run's id (the last ingestion run's when there is none)."""
+        return self.runs[-1].run_id
+
+    def output_for_node(self, node: str) -> Any:
+        """An output of the downstream run."""
+        assert self.main is not None, "no downstream run"
+        return self.main.output_for_node(node)
+
+    def get_asset_materialization_events(self) -> list[dg.DagsterEvent]:
+        """Materializations of every run."""
+        return [e for r in self.runs for e in r.get_asset_materialization_events()]
+
+    def asset_materializations_for_node(self, node: str) -> list[dg.AssetMaterialization]:
+        """Materializations of ``node`` in every run."""
+        return [m for r in self.runs for m in r.asset_materializations_for_node(node)]
+
+    def get_asset_check_evaluations(self) -> list[dg.AssetCheckEvaluation]:
+        """Check evaluations of every run."""
+        return [c for r in self.runs for c in r.get_asset_check_evaluations()]
+
+
+def ingest_pending(
+    resources: dict[str, Any],
+    instance: dg.DagsterInstance,
+    run_config: dict[str, Any] | None = None,
+) -> list[dg.ExecuteInProcessResult]:
+    """Plan new batches (landed files, SQL rows) and ingest each in its own run."""
+    found = register_new_batches(
+        instance, [resources["landing"], resources["sql_source"]], resources["feature_store"]
+    )
+    return [
+        dg.materialize(
+            ASSETS,
+            instance=instance,
+            resources=resources,
+            partition_key=plan.key,
+            selection=[INGESTION_ASSET],
+            run_config=run_config or {},
+            raise_on_error=False,
+        )
+        for plan in found.to_ingest
+    ]
+
+
 def materialize_all(
     resources: dict[str, Any],
     run_config: dict[str, Any] | None = None,
     selection: Any = None,
     instance: dg.DagsterInstance | None = None,
-) -> dg.ExecuteInProcessResult:
-    """Materialize the whole graph (or ``selection``) in-process, without raising."""
-    return dg.materialize(
-        ASSETS,
-        instance=instance,
-        resources=resources,
-        run_config=run_config or {},
-        raise_on_error=False,
-        selection=selection,
+) -> LifecycleResult:
+    """Ingest new batches, then materialize everything downstream (or ``selection``).
+
+    As ``mlplatform run`` does: one run per new batch, then one run of the rest.
+    Nothing raises; ``success`` is whether every run succeeded.
+    """
+    instance = instance or dg.DagsterInstance.ephemeral()
+    wanted = None if selection is None else list(selection)
+    result = LifecycleResult()
+    if wanted is None or INGESTION_ASSET in wanted:
+        result.ingest = ingest_pending(resources, instance)
+    rest = (
+        [a for a in DOWNSTREAM] if wanted is None else [a for a in wanted if a != INGESTION_ASSET]
     )
+    if rest:
+        result.main = dg.materialize(
+            ASSETS,
+            instance=instance,
+            resources=resources,
+            run_config=run_config or {},
+            raise_on_error=False,
+            selection=rest,
+        )
+    return result
 
 
 def gate_config(**thresholds: float) -> dict[str, Any]:

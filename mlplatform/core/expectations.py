@@ -1,0 +1,370 @@
+"""Great Expectations suites derived from the declared schema, and their results.
+
+The suite is never written by hand: every expectation comes from a
+:class:`~mlplatform.core.schema.ColumnSpec` (type, not-null, range from physical
+meaning, allowed set) or from the dataset (unique entity ids, label in {0, 1}).
+Two suites are derived:
+
+* the **row suite** (:func:`row_expectations`) judges typed rows one by one; its
+  unexpected rows become quarantine entries naming the row, the column and the
+  failed expectation;
+* the **table suite** (:func:`table_expectations`) adds column presence and
+  storage types, and is what the asset checks run on stored batches and on the
+  feature table.
+
+Great Expectations 1.x is called directly, with an ephemeral context per process.
+It takes seconds to import, so it is imported on first use only.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlplatform.core.schema import DatasetSpec
+
+__all__ = [
+    "UNEXPECTED_COLUMNS",
+    "ExpectationDef",
+    "FailedExpectation",
+    "ValidationSummary",
+    "row_expectations",
+    "table_expectations",
+    "validate",
+]
+
+ROW_ID = "source_row"
+UNEXPECTED_COLUMNS = ["row_number", "column", "value", "expectation", "reason"]
+_SAMPLE = 5
+
+# GX's names for the storage types the schema declares (pandas engine).
+_GX_TYPES = {"int64": "int64", "float64": "float64", "string": "str", "timestamp": "Timestamp"}
+
+
+@dataclass(frozen=True)
+class ExpectationDef:
+    """One expectation, as plain data: GX's snake_case type and its keyword arguments."""
+
+    type: str
+    kwargs: dict[str, Any]
+    reason: str
+
+    @property
+    def column(self) -> str | None:
+        """The column the expectation is about, if any."""
+        col = self.kwargs.get("column")
+        return str(col) if col is not None else None
+
+
+def _unit(unit: str | None) -> str:
+    return f" {unit}" if unit else ""
+
+
+def row_expectations(spec: DatasetSpec) -> list[ExpectationDef]:
+    """Expectations each typed row must meet, derived from ``spec``.
+
+    Not-null for required columns; ``between`` from the declared physical range;
+    ``in_set`` for categorical columns and for the label ({0, 1}); unique entity ids.
+    """
+    out: list[ExpectationDef] = []
+    for col in spec.columns:
+        if col.required:
+            out.append(
+                ExpectationDef(
+                    "expect_column_values_to_not_be_null", {"column": col.name}, "missing value"
+                )
+            )
+        if col.name == spec.target:
+            out.append(
+                ExpectationDef(
+                    "expect_column_values_to_be_in_set",
+                    {"column": col.name, "value_set": [0, 1]},
+                    "label not in {0, 1}",
+                )
+            )
+            continue
+        if col.is_numeric and (col.min_value is not None or col.max_value is not None):
+            lo = "-inf" if col.min_value is None else f"{col.min_value:g}"
+            hi = "inf" if col.max_value is None else f"{col.max_value:g}"
+            out.append(
+                ExpectationDef(
+                    "expect_column_values_to_be_between",
+                    {"column": col.name, "min_value": col.min_value, "max_value": col.max_value},
+                    f"outside [{lo}, {hi}]{_unit(col.unit)}",
+                )
+            )
+        if col.allowed is not None:
+            out.append(
+                ExpectationDef(
+                    "expect_column_values_to_be_in_set",
+                    {"column": col.name, "value_set": list(col.allowed)},
+                    f"not one of {', '.join(col.allowed)}",
+                )
+            )
+    out.append(
+        ExpectationDef(
+            "expect_column_values_to_be_unique",
+            {"column": spec.entity_id},
+            "duplicate entity id (every copy is quarantined: which one is right is unknown)",
+        )
+    )
+    return out
+
+
+def table_expectations(
+    spec: DatasetSpec, columns: list[str] | None = None, *, required: list[str] | None = None
+) -> list[ExpectationDef]:
+    """The row suite plus column presence and storage types, for stored tables.
+
+    ``columns`` limits the type and value checks to columns present (optional
+    columns may be absent from a table); ``required`` are the columns the table
+    must have (default: the schema's required columns).
+    """
+    present = set(columns) if columns is not None else {c.name for c in spec.columns}
+    out = [
+        ExpectationDef(
+            "expect_table_columns_to_match_set",
+            {
+                "column_set": list(spec.required_columns if required is None else required),
+                "exact_match": False,
+            },
+            "required column missing",
+        )
+    ]
+    for col in spec.columns:
+        if col.name not in present:
+            continue
+        if col.dtype == "int64" and not col.required:
+            # an optional integer column is nullable (Int64) unless a batch has no gaps
+            out.append(
+                ExpectationDef(
+                    "expect_column_values_to_be_in_type_list",
+                    {"column": col.name, "type_list": ["int64", "Int64Dtype"]},
+                    f"not stored as {col.dtype}",
+                )
+            )
+            continue
+        out.append(
+            ExpectationDef(
+                "expect_column_values_to_be_of_type",
+                {"column": col.name, "type_": _GX_TYPES[col.dtype]},
+                f"not stored as {col.dtype}",
+            )
+        )
+    return out + [e for e in row_expectations(spec) if e.column is None or e.column in present]
+
+
+@dataclass(frozen=True)
+class FailedExpectation:
+    """A failed expectation: what, where, how often, and a few failing values."""
+
+    expectation: str
+    column: str | None
+    unexpected_count: int
+    sample: list[str]
+    observed: str | None = None
+
+    def describe(self) -> str:
+        """One line for logs and check metadata."""
+        where = f" on {self.column!r}" if self.column else ""
+        seen = f"; observed {self.observed}" if self.observed else ""
+        sample = f"; e.g. {', '.join(self.sample)}" if self.sample else ""
+        return f"{self.expectation}{where}: {self.unexpected_count} unexpected{sample}{seen}"
+
+
+@dataclass
+class ValidationSummary:
+    """What GX said about one frame.
+
+    ``unexpected`` has one row per (row, column, expectation) that failed, with
+    the row's number (``source_row``) when the frame carries one.
+    """
+
+    expectations_run: int = 0
+    failed: list[FailedExpectation] = field(default_factory=list)
+    rows_checked: int = 0
+    unexpected: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(
+            {
+                c: pd.Series(dtype="int64" if c == "row_number" else "object")
+                for c in UNEXPECTED_COLUMNS
+            }
+        )
+    )
+
+    @property
+    def success(self) -> bool:
+        """Whether every expectation passed."""
+        return not self.failed
+
+    def merge(self, other: ValidationSummary) -> ValidationSummary:
+        """Combine the summaries of two chunks of the same batch."""
+        by_key: dict[tuple[str, str | None], FailedExpectation] = {
+            (f.expectation, f.column): f for f in self.failed
+        }
+        for f in other.failed:
+            key = (f.expectation, f.column)
+            if key in by_key:
+                old = by_key[key]
+                by_key[key] = FailedExpectation(
+                    f.expectation,
+                    f.column,
+                    old.unexpected_count + f.unexpected_count,
+                    (old.sample + f.sample)[:_SAMPLE],
+                    old.observed or f.observed,
+                )
+            else:
+                by_key[key] = f
+        # the unexpected rows themselves are in the quarantine; the merge keeps counts
+        return ValidationSummary(
+            expectations_run=max(self.expectations_run, other.expectations_run),
+            failed=list(by_key.values()),
+            rows_checked=self.rows_checked + other.rows_checked,
+        )
+
+    def as_metadata(self) -> dict[str, Any]:
+        """Plain values for asset-check metadata and batch manifests."""
+        return {
+            "expectations_run": self.expectations_run,
+            "expectations_failed": len(self.failed),
+            "rows_checked": self.rows_checked,
+            "failures": [f.describe() for f in self.failed],
+        }
+
+
+_CONTEXT: Any = None
+_VALIDATORS: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
+
+
+def _context() -> Any:
+    global _CONTEXT
+    if _CONTEXT is None:
+        os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+        # GX logs its own set-up at INFO (hundreds of lines); keep its warnings only
+        logging.getLogger("great_expectations").setLevel(logging.WARNING)
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+        from great_expectations.execution_engine import pandas_execution_engine
+
+        # GX fingerprints every in-memory frame below this size by hashing all of its
+        # values (~0.6 s per million rows), only to label the batch. Our batches are
+        # labelled by their file's sha256 and row numbers, so the fingerprint is skipped.
+        pandas_execution_engine.HASH_THRESHOLD = 0
+        ctx = gx.get_context(mode="ephemeral")
+        ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+        _CONTEXT = ctx
+    return _CONTEXT
+
+
+def _validation_definition(name: str, expectations: list[ExpectationDef]) -> Any:
+    key = (name, tuple((e.type, repr(sorted(e.kwargs.items()))) for e in expectations))
+    found = _VALIDATORS.get(key)
+    if found is not None:
+        return found
+    import great_expectations as gx
+    from great_expectations.expectations.registry import get_expectation_impl
+
+    ctx = _context()
+    tag = f"{name}-{len(_VALIDATORS)}"
+    source = ctx.data_sources.add_pandas(f"frames-{tag}")
+    batch = source.add_dataframe_asset(f"frame-{tag}").add_batch_definition_whole_dataframe("whole")
+    suite = ctx.suites.add(gx.ExpectationSuite(name=f"suite-{tag}"))
+    for e in expectations:
+        suite.add_expectation(get_expectation_impl(e.type)(**e.kwargs))
+    definition = ctx.validation_definitions.add(
+        gx.ValidationDefinition(name=f"validate-{tag}", data=batch, suite=suite)
+    )
+    _VALIDATORS[key] = definition
+    return definition
+
+
+def _text(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "<missing>"
+    if value is pd.NA or value is pd.NaT:
+        return "<missing>"
+    return str(value)
+
+
+def validate(
+    frame: pd.DataFrame, expectations: list[ExpectationDef], *, name: str = "frame"
+) -> ValidationSummary:
+    """Run ``expectations`` on ``frame`` with Great Expectations.
+
+    When ``frame`` has a ``source_row`` column, ``unexpected`` lists every failing
+    row by that number (GX's ``unexpected_index_list``); otherwise by position
+    (1-based).
+    """
+    data = frame
+    if ROW_ID not in data.columns:
+        data = data.assign(**{ROW_ID: np.arange(1, len(data) + 1, dtype="int64")})
+    definition = _validation_definition(name, expectations)
+    result = definition.run(
+        batch_parameters={"dataframe": data},
+        result_format={
+            "result_format": "COMPLETE",
+            "unexpected_index_column_names": [ROW_ID],
+            "partial_unexpected_count": _SAMPLE,
+            "return_unexpected_index_query": False,
+        },
+    )
+    by_type = {(e.type, e.column): e for e in expectations}
+    failed: list[FailedExpectation] = []
+    rows: list[pd.DataFrame] = []
+    for r in result.results:
+        if r.success:
+            continue
+        cfg = r.expectation_config
+        column = cfg.kwargs.get("column")
+        res = r.result or {}
+        if r.exception_info and r.exception_info.get("raised_exception"):
+            failed.append(
+                FailedExpectation(
+                    cfg.type,
+                    column,
+                    0,
+                    [],
+                    f"error: {str(r.exception_info.get('exception_message'))[:200]}",
+                )
+            )
+            continue
+        index = res.get("unexpected_index_list") or []
+        count = int(res.get("unexpected_count") or len(index))
+        observed = res.get("observed_value")
+        sample = [_text(v) for v in (res.get("partial_unexpected_list") or [])[:_SAMPLE]]
+        failed.append(
+            FailedExpectation(
+                cfg.type,
+                column,
+                count,
+                sample,
+                None if observed is None else str(observed)[:200],
+            )
+        )
+        if column is not None and index:
+            spec = by_type.get((cfg.type, column))
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "row_number": np.fromiter(
+                            (int(i[ROW_ID]) for i in index), dtype="int64", count=len(index)
+                        ),
+                        "column": column,
+                        "value": [_text(i.get(column)) for i in index],
+                        "expectation": cfg.type,
+                        "reason": spec.reason if spec is not None else cfg.type,
+                    }
+                )
+            )
+    summary = ValidationSummary(
+        expectations_run=len(result.results), failed=failed, rows_checked=len(frame)
+    )
+    if rows:
+        summary.unexpected = pd.concat(rows, ignore_index=True)[UNEXPECTED_COLUMNS]
+    return summary

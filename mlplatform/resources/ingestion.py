@@ -1,0 +1,201 @@
+"""Ingestion of source batches into the feature store: discover, read, type, validate, store.
+
+The asset, the sensor, the CLI and the benchmark all call these two functions,
+so what is measured and tested is what runs.
+
+Every batch obeys the **count invariant**: rows landed = rows stored + rows
+quarantined. A batch that cannot be read at all is rejected as a whole: the
+store is unchanged (the new version is never committed) and the source moves
+its file to the rejected area with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pandas as pd
+
+from mlplatform.core.batches import BatchManifest, BatchPlan, add_lineage, file_batch_key
+from mlplatform.core.expectations import ValidationSummary
+from mlplatform.core.ingest import (
+    PARSE_EXPECTATION,
+    QUARANTINE_COLUMNS,
+    FileRejected,
+    type_and_validate,
+)
+from mlplatform.core.schema import DatasetSpec
+from mlplatform.resources.feature_store import FeatureStore
+from mlplatform.resources.landing import LandingArea
+from mlplatform.resources.sources import BatchSource, RawChunk
+
+__all__ = ["DEFAULT_CHUNK_ROWS", "BatchReport", "Discovery", "discover", "ingest_batch"]
+
+DEFAULT_CHUNK_ROWS = 500_000
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """New batches found, and landed files that repeat stored content."""
+
+    new: list[BatchPlan] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    retry: list[BatchPlan] = field(default_factory=list)
+
+    @property
+    def to_ingest(self) -> list[BatchPlan]:
+        """New batches, then planned batches whose ingestion never completed."""
+        return [*self.new, *self.retry]
+
+
+def discover(sources: Sequence[BatchSource], store: FeatureStore) -> Discovery:
+    """Plan a batch for every new file or new SQL rows, and save the plans.
+
+    A landed file whose content is already stored is archived at once, as a
+    duplicate that adds no rows. A source that cannot be planned (database down)
+    is reported in ``errors``; the other sources are still planned. Batches
+    planned earlier whose ingestion never completed, and whose data still waits,
+    are listed in ``retry``.
+    """
+    committed = {m.key for m in store.manifests()}
+    new: list[BatchPlan] = []
+    duplicates: list[str] = []
+    names = [s.source_name for s in sources]
+    if len(set(names)) != len(names):
+        raise ValueError(f"source names must be unique, got {names}")
+    errors: list[str] = []
+    retry: list[BatchPlan] = []
+    for source in sources:
+        waiting = (
+            {file_batch_key(f.sha256) for f in source.pending()}
+            if isinstance(source, LandingArea)
+            else None
+        )
+        for plan in store.plans(source.source_name):
+            # planned but never stored (a crash, a database outage): its data is still
+            # waiting (a landed file not yet archived or rejected; rows in a table)
+            if plan.key not in committed and (waiting is None or plan.key in waiting):
+                retry.append(plan)
+        if isinstance(source, LandingArea):
+            duplicates += [f.name for f in source.archive_duplicates(committed)]
+        try:
+            plans = source.plan_new(store.plans(source.source_name))
+        except Exception as exc:  # one broken source must not hide the others' data
+            _log.error(f"source {source.source_name!r}: cannot plan new batches: {exc}")
+            errors.append(f"{source.source_name}: {exc}")
+            continue
+        for plan in plans:
+            if plan.source != source.source_name:
+                raise ValueError(f"{source.source_name}: planned a batch of {plan.source!r}")
+            store.save_plan(plan)
+            new.append(plan)
+    return Discovery(new, duplicates, errors, retry)
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    """What ingesting one batch did."""
+
+    plan: BatchPlan
+    manifest: BatchManifest
+    validation: ValidationSummary
+    quarantine_sample: pd.DataFrame
+
+    @property
+    def rows_landed(self) -> int:
+        """Rows the source delivered (parsed or not)."""
+        return self.manifest.rows_landed
+
+
+def _rejected_rows(chunk: RawChunk, label: str) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "source_file": label,
+            "row_number": pd.Series([r.row_number for r in chunk.rejected], dtype="int64"),
+            "column": "<row>",
+            "value": [r.text for r in chunk.rejected],
+            "expectation": PARSE_EXPECTATION,
+            "reason": [r.reason for r in chunk.rejected],
+            "record": [r.text for r in chunk.rejected],
+        }
+    )[QUARANTINE_COLUMNS]
+
+
+def ingest_batch(
+    plan: BatchPlan,
+    source: BatchSource,
+    store: FeatureStore,
+    spec: DatasetSpec,
+    *,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    ingested_at: pd.Timestamp | None = None,
+    log: logging.Logger | None = None,
+) -> BatchReport:
+    """Read ``plan``'s rows chunk by chunk into a new version of its batch.
+
+    Raises
+    ------
+    FileRejected
+        When the batch cannot be ingested at all; the store is unchanged and the
+        source has been told (a landed file moves to the rejected area).
+    """
+    log = log or _log
+    stamp = ingested_at if ingested_at is not None else pd.Timestamp(datetime.now(UTC))
+    stamp = stamp.as_unit("us")
+    landed = stored = quarantined = 0
+    summary = ValidationSummary()
+    sample: list[pd.DataFrame] = []
+    seen_ids: set[int] = set()
+    try:
+        with store.writer(plan, stamp) as writer:
+            for i, chunk in enumerate(source.read(plan, chunk_rows)):
+                landed += chunk.table.num_rows + len(chunk.rejected)
+                if chunk.rejected:
+                    bad = _rejected_rows(chunk, plan.label)
+                    writer.write_quarantine(bad)
+                    quarantined += len(chunk.rejected)
+                    sample.append(bad.head(5))
+                if chunk.table.num_rows == 0:
+                    continue
+                typed = type_and_validate(
+                    chunk.table,
+                    spec,
+                    plan.label,
+                    row_numbers=chunk.row_numbers,
+                    seen_ids=seen_ids,
+                )
+                rows = add_lineage(typed.valid, spec, plan=plan, ingested_at=stamp)
+                writer.write_rows(rows, spec.event_time)
+                writer.write_quarantine(typed.quarantine)
+                stored += len(rows)
+                quarantined += typed.rows_quarantined
+                if typed.validation is not None:
+                    summary = summary.merge(typed.validation)
+                if not typed.quarantine.empty and sum(len(s) for s in sample) < 20:
+                    sample.append(typed.quarantine.head(20))
+                log.info(
+                    f"{plan.label}: chunk {i + 1}: {chunk.table.num_rows:,} rows read, "
+                    f"{len(rows):,} stored, {typed.rows_quarantined:,} quarantined "
+                    f"(total {landed:,} landed)"
+                )
+            if landed == 0:
+                raise FileRejected(plan.label, "no data rows (a header only, or an empty pull)")
+            manifest = writer.commit(
+                rows_landed=landed,
+                rows_quarantined=quarantined,
+                validation=summary.as_metadata(),
+            )
+    except FileRejected as exc:
+        source.finish(plan, str(exc))
+        raise
+    source.finish(plan, None)
+    quarantine_sample = (
+        pd.concat(sample, ignore_index=True).head(20)
+        if sample
+        else pd.DataFrame(columns=QUARANTINE_COLUMNS)
+    )
+    return BatchReport(plan, manifest, summary, quarantine_sample)
