@@ -103,11 +103,7 @@ def _ingest(paths: StatePaths, defs: Any, instance: Any) -> list[str]:
     from mlplatform.defs.jobs import INGEST
 
     resources_ = _resources(paths)
-    found = register_new_batches(
-        instance,
-        [resources_["landing"], resources_["sql_source"]],
-        resources_["feature_store"],
-    )
+    found = register_new_batches(instance, resources_["sources"], resources_["feature_store"])
     for name in found.duplicates:
         print(f"{name}: already ingested (same content), archived without adding rows")
     for error in found.errors:

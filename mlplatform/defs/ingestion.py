@@ -25,9 +25,7 @@ from mlplatform.resources.ingestion import (
     discover,
     ingest_batch,
 )
-from mlplatform.resources.landing import LandingArea
 from mlplatform.resources.sources import BatchSource
-from mlplatform.resources.sql_source import SqlTableSource
 
 SOURCE_BATCHES_NAME = "source_batches"
 SOURCE_BATCHES = dg.DynamicPartitionsDefinition(name=SOURCE_BATCHES_NAME)
@@ -88,8 +86,7 @@ def _md_table(frame: pd.DataFrame) -> dg.MetadataValue:
 def raw_observations(
     context: dg.AssetExecutionContext,
     config: IngestConfig,
-    landing: LandingArea,
-    sql_source: SqlTableSource,
+    sources: dg.ResourceParam[list[BatchSource]],
     feature_store: FeatureStore,
 ) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
     """One source batch, typed by the schema and validated by Great Expectations.
@@ -101,8 +98,7 @@ def raw_observations(
     """
     key = context.partition_key
     plan = feature_store.load_plan(key)
-    sources: dict[str, BatchSource] = {s.source_name: s for s in (landing, sql_source)}
-    source = sources.get(plan.source)
+    source = {s.source_name: s for s in sources}.get(plan.source)
     if source is None:
         raise dg.Failure(f"batch {key}: its source {plan.source!r} is not configured")
     context.log.info(f"ingesting {plan.label} (batch {key}, source {plan.source})")
@@ -196,12 +192,11 @@ def raw_observations(
 )
 def new_source_batches(
     context: dg.SensorEvaluationContext,
-    landing: LandingArea,
-    sql_source: SqlTableSource,
+    sources: dg.ResourceParam[list[BatchSource]],
     feature_store: FeatureStore,
 ) -> dg.SensorResult:
     """Add a partition per new batch and request its ingestion."""
-    found = discover([landing, sql_source], feature_store)
+    found = discover(sources, feature_store)
     if found.duplicates:
         context.log.info(f"archived re-dropped files (already stored): {found.duplicates}")
     for error in found.errors:

@@ -33,20 +33,24 @@ def build_resources(
     SQLite promotion ledger (a deployment with an MLflow server keeps its ledger in a
     shared database too).
     """
+    landing = LandingArea(
+        landing_dir=str(paths.landing),
+        archive_dir=str(paths.archive),
+        rejected_dir=str(paths.rejected),
+    )
+    sql_source = SqlTableSource(
+        name=SQL_SOURCE_NAME,
+        url=os.environ.get(SQL_URL_ENV) or paths.sources_db_url,
+        table=SQL_TABLE,
+        watermark_column=SQL_WATERMARK,
+        event_time_column=SQL_EVENT_TIME,
+    )
     return {
-        "landing": LandingArea(
-            landing_dir=str(paths.landing),
-            archive_dir=str(paths.archive),
-            rejected_dir=str(paths.rejected),
-        ),
+        "landing": landing,
+        "sql_source": sql_source,
+        # every source the feature store ingests from; a new source is one more entry
+        "sources": [landing, sql_source],
         "feature_store": FeatureStore(root=str(paths.feature_store)),
-        "sql_source": SqlTableSource(
-            name=SQL_SOURCE_NAME,
-            url=os.environ.get(SQL_URL_ENV) or paths.sources_db_url,
-            table=SQL_TABLE,
-            watermark_column=SQL_WATERMARK,
-            event_time_column=SQL_EVENT_TIME,
-        ),
         "prediction_store": PredictionStore(root=str(paths.predictions)),
         "mlflow_registry": MlflowRegistry(
             tracking_uri=tracking_uri or paths.mlflow_tracking_uri,

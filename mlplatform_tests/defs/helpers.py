@@ -88,9 +88,7 @@ def ingest_pending(
     run_config: dict[str, Any] | None = None,
 ) -> list[dg.ExecuteInProcessResult]:
     """Plan new batches (landed files, SQL rows) and ingest each in its own run."""
-    found = register_new_batches(
-        instance, [resources["landing"], resources["sql_source"]], resources["feature_store"]
-    )
+    found = register_new_batches(instance, resources["sources"], resources["feature_store"])
     return [
         dg.materialize(
             ASSETS,
