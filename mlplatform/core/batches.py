@@ -92,8 +92,9 @@ class BatchPlan:
 
 
 def version_name(ingested_at: datetime) -> str:
-    """Directory name of a batch version: its ingestion time, sortable as text."""
-    return "v" + ingested_at.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    """Directory name of a batch version: its ingestion time, sortable as text (naive = UTC)."""
+    stamp = ingested_at if ingested_at.tzinfo else ingested_at.replace(tzinfo=UTC)
+    return "v" + stamp.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
 
 def parse_time(value: str | datetime | pd.Timestamp) -> pd.Timestamp:
@@ -124,6 +125,8 @@ class BatchManifest:
     validation: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if min(self.rows_landed, self.rows_stored, self.rows_quarantined) < 0:
+            raise ValueError(f"batch {self.key}: negative row counts")
         if self.rows_landed != self.rows_stored + self.rows_quarantined:
             raise ValueError(
                 f"batch {self.key}: count invariant broken: landed {self.rows_landed} != "

@@ -12,11 +12,27 @@ from mlplatform.core.schema import AI4I, ColumnSpec, DatasetSpec, DerivedFeature
 from ._frames import hand_observations
 
 LEAKAGE = ["twf", "hdf", "pwf", "osf", "rnf"]
-IDENTIFIERS = ["udi", "product_id"]
+IDENTIFIERS = ["udi", "event_time", "product_id"]
+REQUIRED = [
+    "udi",
+    "product_id",
+    "type",
+    "air_temperature_k",
+    "process_temperature_k",
+    "rotational_speed_rpm",
+    "torque_nm",
+    "tool_wear_min",
+    "machine_failure",
+]
 
 
 def _col(name: str, role: Role = Role.FEATURE, dtype: str = "float64") -> ColumnSpec:
     return ColumnSpec(name, name.upper(), dtype, role)
+
+
+def _toy(*extra: ColumnSpec, event_time: str | None = None) -> DatasetSpec:
+    columns = (_col("id", Role.IDENTIFIER, "int64"), _col("x"), _col("y", Role.TARGET, "int64"))
+    return DatasetSpec("toy", columns + extra, entity_id="id", target="y", event_time=event_time)
 
 
 def _derived(name: str) -> DerivedFeature:
@@ -27,7 +43,22 @@ def _derived(name: str) -> DerivedFeature:
 
 
 def test_ai4i_sources_are_the_real_files_headers_in_order() -> None:
-    assert [c.source for c in AI4I.columns] == list(AI4I_COLUMNS)
+    # the real file has no timestamp; "Timestamp" is the one header it lacks
+    real = [c.source for c in AI4I.columns if c.name != AI4I.event_time]
+    assert real == list(AI4I_COLUMNS)
+    assert [c.source for c in AI4I.columns][1] == "Timestamp"
+
+
+def test_ai4i_event_time_is_an_optional_utc_timestamp_identifier() -> None:
+    assert AI4I.event_time == "event_time"
+    col = AI4I.column("event_time")
+    assert col.source == "Timestamp"
+    assert col.dtype == "timestamp"
+    assert col.role is Role.IDENTIFIER
+    assert col.required is False
+    assert col.is_numeric is False
+    assert "event_time" in AI4I.excluded_from_model
+    assert "event_time" not in AI4I.model_features
 
 
 def test_ai4i_roles() -> None:
@@ -37,6 +68,11 @@ def test_ai4i_roles() -> None:
     assert AI4I.names(Role.LEAKAGE) == LEAKAGE
     assert AI4I.names(Role.TARGET) == ["machine_failure"]
     assert AI4I.excluded_from_model == IDENTIFIERS + LEAKAGE
+
+
+def test_ai4i_required_columns_are_all_but_event_time_and_leakage() -> None:
+    assert AI4I.required_columns == REQUIRED
+    assert set(AI4I.required_columns) | {"event_time", *LEAKAGE} == {c.name for c in AI4I.columns}
 
 
 def test_ai4i_model_features_exclude_identifiers_leakage_and_target() -> None:
@@ -62,16 +98,16 @@ def test_ai4i_model_features_exclude_identifiers_leakage_and_target() -> None:
 @pytest.mark.parametrize(
     ("name", "required"),
     [("udi", True), ("product_id", True), ("type", True), ("torque_nm", True),
-     ("machine_failure", True), *[(n, False) for n in LEAKAGE]],
+     ("machine_failure", True), ("event_time", False), *[(n, False) for n in LEAKAGE]],
 )  # fmt: skip
-def test_only_leakage_columns_are_optional(name: str, required: bool) -> None:
+def test_only_leakage_columns_and_event_time_are_optional(name: str, required: bool) -> None:
     assert AI4I.column(name).required is required
 
 
 @pytest.mark.parametrize(
     ("name", "is_numeric"),
     [("udi", True), ("product_id", False), ("type", False), ("torque_nm", True),
-     ("rotational_speed_rpm", True), ("machine_failure", True)],
+     ("rotational_speed_rpm", True), ("machine_failure", True), ("event_time", False)],
 )  # fmt: skip
 def test_is_numeric(name: str, is_numeric: bool) -> None:
     assert AI4I.column(name).is_numeric is is_numeric
@@ -79,7 +115,9 @@ def test_is_numeric(name: str, is_numeric: bool) -> None:
 
 def test_source_to_name_maps_every_header() -> None:
     mapping = AI4I.source_to_name
-    assert len(mapping) == 14
+    assert len(mapping) == 15
+    assert set(mapping) == {*AI4I_COLUMNS, "Timestamp"}
+    assert mapping["Timestamp"] == "event_time"
     assert mapping["Torque [Nm]"] == "torque_nm"
     assert mapping["Product ID"] == "product_id"
     assert mapping["Machine failure"] == "machine_failure"
@@ -120,6 +158,43 @@ def test_derived_features_compute_exact_values() -> None:
 def test_column_spec_rejects_unsupported_dtype() -> None:
     with pytest.raises(ValueError, match="bool"):
         ColumnSpec("flag", "Flag", "bool", Role.FEATURE)
+
+
+@pytest.mark.parametrize("dtype", ["int64", "float64", "string", "timestamp"])
+def test_column_spec_accepts_the_declared_dtypes(dtype: str) -> None:
+    assert ColumnSpec("c", "C", dtype, Role.FEATURE).dtype == dtype
+
+
+def test_column_spec_rejects_an_inverted_range() -> None:
+    with pytest.raises(ValueError, match=r"'t'.*min_value 2.0 > max_value 1.0"):
+        ColumnSpec("t", "T", "float64", Role.FEATURE, min_value=2.0, max_value=1.0)
+
+
+def test_dataset_spec_event_time_is_optional_and_checked() -> None:
+    assert _toy().event_time is None
+    spec = _toy(_col("at", Role.IDENTIFIER, "timestamp"), event_time="at")
+    assert spec.event_time == "at"
+    assert spec.excluded_from_model == ["id", "at"]
+    assert spec.model_features == ["x"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ((), "event time 'at' not declared"),
+        ((_col("at", Role.IDENTIFIER, "string"),), "event time 'at' must be a timestamp"),
+        ((_col("at", Role.FEATURE, "timestamp"),), "event time 'at' must have role 'identifier'"),
+        ((_col("at", Role.LEAKAGE, "timestamp"),), "event time 'at' must have role 'identifier'"),
+    ],
+)
+def test_dataset_spec_rejects_a_bad_event_time(extra: tuple[ColumnSpec, ...], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _toy(*extra, event_time="at")
+
+
+def test_required_columns_follow_the_declarations_in_order() -> None:
+    optional = ColumnSpec("z", "Z", "float64", Role.FEATURE, required=False)
+    assert _toy(optional).required_columns == ["id", "x", "y"]
 
 
 def test_dataset_spec_minimal_valid() -> None:
