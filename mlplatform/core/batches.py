@@ -197,9 +197,10 @@ def add_lineage(
 
     A batch without an event time is stamped with its ingestion time.
     """
-    out = valid.copy()
+    columns: dict[str, Any] = {c: valid[c].array for c in valid.columns}
     for derived in spec.derived:
-        out[derived.name] = np.asarray(derived.compute(out), dtype="float64")
+        columns[derived.name] = np.asarray(derived.compute(valid), dtype="float64")
+    out = pd.DataFrame(columns, copy=False)
     stamp = ingested_at.as_unit("us")
     if spec.event_time is not None:
         if spec.event_time not in out.columns:

@@ -6,6 +6,9 @@ declared schema, not by a hand-kept list.
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import pandas as pd
 
 from mlplatform.core.schema import DatasetSpec
@@ -45,15 +48,19 @@ def build_feature_table(observations: pd.DataFrame, spec: DatasetSpec) -> pd.Dat
     missing += [c for c in raw_numeric if c not in observations.columns]
     if missing:
         raise KeyError(f"observations lack the columns {missing} declared by {spec.name!r}")
-    table = observations[[spec.entity_id, *raw_numeric, *spec.categorical_features]].copy()
+    # one frame built from arrays: no per-column inserts, and datetime columns keep
+    # their zone without a round trip through Python objects
+    columns: dict[str, Any] = {
+        c: observations[c].array for c in [spec.entity_id, *raw_numeric, *spec.categorical_features]
+    }
     for derived in spec.derived:
-        table[derived.name] = derived.compute(observations).astype("float64").to_numpy()
-    table[spec.target] = observations[spec.target].astype("int64").to_numpy()
+        columns[derived.name] = np.asarray(derived.compute(observations), dtype="float64")
+    columns[spec.target] = observations[spec.target].to_numpy(dtype="int64")
     lineage = [c for c in LINEAGE if c in observations.columns]
     for c in lineage:
-        table[c] = observations[c].to_numpy()
+        columns[c] = observations[c].array
     ordered = [spec.entity_id, *spec.model_features, spec.target, *lineage]
-    return table[ordered].reset_index(drop=True)
+    return pd.DataFrame({c: columns[c] for c in ordered}, copy=False)
 
 
 def model_inputs(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:

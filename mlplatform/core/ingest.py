@@ -368,7 +368,7 @@ def type_and_validate(
     else:
         quarantine = empty_quarantine()
 
-    valid = frame.loc[~bad_rows].copy()
+    valid = frame.loc[~bad_rows] if bad_rows.any() else frame
     for col in spec.columns:
         if col.name not in valid.columns:
             continue

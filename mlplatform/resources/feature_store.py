@@ -15,12 +15,14 @@ adds a newer version, and :meth:`FeatureStore.as_of` can still read the old one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -74,13 +76,26 @@ class BatchWriter:
         self.rows_stored = 0
         self.event_min: pd.Timestamp | None = None
         self.event_max: pd.Timestamp | None = None
+        # Parquet encoding releases the GIL: parts are written on a background thread
+        # while the next chunk is typed and validated (at most one write in flight)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-writer")
+        self._pending: Future[None] | None = None
+
+    def _write(self, table: pa.Table, path: Path) -> None:
+        self._wait()
+        self._pending = self._pool.submit(pq.write_table, table, path)
+
+    def _wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()  # re-raises a failed write here
 
     def write_rows(self, rows: pd.DataFrame, event_time: str | None = None) -> None:
         """Append a part of valid rows."""
         if rows.empty:
             return
         name = f"part-{len(self.parts):05d}.parquet"
-        pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), self.tmp / name)
+        self._write(pa.Table.from_pandas(rows, preserve_index=False), self.tmp / name)
         self.parts.append(name)
         self.rows_stored += len(rows)
         if event_time is not None and event_time in rows.columns:
@@ -94,13 +109,15 @@ class BatchWriter:
             return
         name = f"quarantine-{len(self.quarantine_parts):05d}.parquet"
         frame = quarantine.assign(batch_id=self.plan.key, ingested_at=self.ingested_at)
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), self.tmp / name)
+        self._write(pa.Table.from_pandas(frame, preserve_index=False), self.tmp / name)
         self.quarantine_parts.append(name)
 
     def commit(
         self, *, rows_landed: int, rows_quarantined: int, validation: dict[str, Any]
     ) -> BatchManifest:
         """Write the manifest and make the version visible (one rename)."""
+        self._wait()
+        self._pool.shutdown()
         manifest = BatchManifest(
             key=self.plan.key,
             version=self.version,
@@ -128,6 +145,9 @@ class BatchWriter:
 
     def abort(self) -> None:
         """Drop everything written; the store is as it was."""
+        with contextlib.suppress(Exception):  # the write being aborted may have failed
+            self._wait()
+        self._pool.shutdown()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 

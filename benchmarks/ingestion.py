@@ -1,0 +1,374 @@
+"""Benchmark: ingesting one large CSV file, against the bare read-and-write limit.
+
+Generates N rows (:func:`~mlplatform.core.generator.generate_ai4i`, not timed) into
+one CSV file and measures, each path in its own child process:
+
+* **ours**: the path the ``raw_observations`` and ``feature_table`` assets run:
+  landing -> :func:`~mlplatform.resources.ingestion.discover` (sha256 + plan) ->
+  :func:`~mlplatform.resources.ingestion.ingest_batch` (read, type, validate with
+  Great Expectations, store valid rows with derived features and lineage as a new
+  batch version) -> ``FeatureStore.as_of`` + ``build_feature_table`` written with
+  ``write_parquet_atomic``;
+* **bare**: ``pyarrow.csv.read_csv`` + ``pyarrow.parquet.write_table`` of the same file.
+
+Each repetition runs bare then ours, each in a fresh process and a fresh state
+folder; the best of the repetitions is reported. The children import Great
+Expectations and run one tiny validation before timing (reported separately).
+Ends with one JSON line.
+
+    .venv/bin/python benchmarks/ingestion.py [--rows N] [--repeat N] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import io
+import json
+import os
+import pstats
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+DEFAULT_ROWS = 1_000_000
+TARGET_RATIO = 0.5  # our throughput at least half the bare read-and-write limit
+MEMORY_TARGET_MB = 2048.0
+DATA_SEED = 7
+CSV_NAME = "machines.csv"
+FEATURE_TABLE = "feature_table.parquet"
+WARMUP_ROWS = 50
+PROFILE_TOP = 25
+_CHILD_KINDS = ("ours", "bare")
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--rows", type=int, default=DEFAULT_ROWS, help=f"rows to generate ({DEFAULT_ROWS:,})"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="repetitions of each path; the best is reported"
+    )
+    parser.add_argument(
+        "--chunk-rows",
+        type=int,
+        default=None,
+        help="rows per chunk of ingest_batch (default: the asset's default)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help=f"also run our path once under cProfile; print the top {PROFILE_TOP} by "
+        "cumulative time (not part of the timings)",
+    )
+    # internal: one measurement in a child process
+    parser.add_argument("--child", choices=_CHILD_KINDS, help=argparse.SUPPRESS)
+    parser.add_argument("--csv", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--state", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def _peak_rss_mb() -> float:
+    """This process's resident-set high-water mark, in MiB.
+
+    Linux: ``VmHWM``, which belongs to this program's address space. ``ru_maxrss`` is
+    only the fallback: Linux carries it over ``exec`` from the forking parent, so a
+    child of a big parent would report at least the parent's size.
+    """
+    if _STATUS.is_file():
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def _stage_peak_mb() -> float:
+    """The high-water mark since the last call; resets it where Linux allows (else cumulative)."""
+    peak = _peak_rss_mb()
+    with contextlib.suppress(OSError):
+        _CLEAR_REFS.write_text("5")
+    return peak
+
+
+# -- child processes ------------------------------------------------------------------
+
+
+def _bare(csv: Path, state: Path) -> dict[str, Any]:
+    """The limit: read the whole file with pyarrow, write it as one Parquet file."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    state.mkdir(parents=True, exist_ok=True)
+    rss_before = _stage_peak_mb()
+    started = time.perf_counter()
+    table = pacsv.read_csv(csv)
+    read_s = time.perf_counter() - started
+    pq.write_table(table, state / "bare.parquet")
+    seconds = time.perf_counter() - started
+    return {
+        "seconds": seconds,
+        "stages": {"read_csv": read_s, "write_parquet": seconds - read_s},
+        "rows": table.num_rows,
+        "rss_before_mb": rss_before,
+        "stage_peak_rss_mb": {"before": rss_before, "read_write": _stage_peak_mb()},
+    }
+
+
+def _warm_up() -> tuple[float, float]:
+    """Import GX and validate a tiny chunk as ingestion does; (import s, validation s)."""
+    import pyarrow as pa
+
+    from mlplatform.core.generator import generate_ai4i
+    from mlplatform.core.ingest import type_and_validate
+    from mlplatform.defs.common import DATASET
+
+    started = time.perf_counter()
+    import great_expectations  # noqa: F401  (the import is what is timed)
+
+    imported = time.perf_counter()
+    tiny = pa.Table.from_pandas(generate_ai4i(WARMUP_ROWS, seed=1).astype(str))
+    # the same suite and name as ingest_batch, so its validation definition is cached
+    type_and_validate(tiny, DATASET, "warm-up.csv")
+    return imported - started, time.perf_counter() - imported
+
+
+def _ours(
+    csv: Path, state: Path, chunk_rows: int | None, profiler: cProfile.Profile | None = None
+) -> dict[str, Any]:
+    """The assets' path, stage by stage, on a fresh state folder."""
+    from mlplatform.core.batches import parse_time
+    from mlplatform.core.features import build_feature_table
+    from mlplatform.defs.common import DATASET
+    from mlplatform.resources.feature_store import FeatureStore
+    from mlplatform.resources.files import write_parquet_atomic
+    from mlplatform.resources.ingestion import DEFAULT_CHUNK_ROWS, discover, ingest_batch
+    from mlplatform.resources.landing import LandingArea
+
+    gx_import_s, warmup_s = _warm_up()
+    landing = LandingArea(
+        landing_dir=str(state / "landing"),
+        archive_dir=str(state / "archive"),
+        rejected_dir=str(state / "rejected"),
+    )
+    store = FeatureStore(root=str(state / "feature_store"))
+    (state / "landing").mkdir(parents=True)
+    dropped = state / "landing" / csv.name
+    try:  # the same bytes without a copy; landing moves the file to its archive
+        os.link(csv, dropped)
+    except OSError:
+        shutil.copyfile(csv, dropped)
+
+    chunk_rows = chunk_rows or DEFAULT_CHUNK_ROWS
+    peaks = {"imports_and_warmup": _stage_peak_mb()}
+    if profiler is not None:
+        profiler.enable()
+    # each stage is timed on its own; reading the memory peaks between them is not timed
+    started = time.perf_counter()
+    found = discover([landing], store)
+    hash_plan_s = time.perf_counter() - started
+    peaks["hash_plan"] = _stage_peak_mb()
+    if len(found.new) != 1:
+        raise RuntimeError(f"expected one new batch, discovered {found}")
+
+    started = time.perf_counter()
+    report = ingest_batch(found.new[0], landing, store, DATASET, chunk_rows=chunk_rows)
+    ingest_s = time.perf_counter() - started
+    peaks["read_type_validate_store"] = _stage_peak_mb()
+
+    started = time.perf_counter()
+    # as the feature_table asset: the store as of now
+    observations = store.as_of(DATASET, parse_time(datetime.now(UTC)))
+    read = time.perf_counter()
+    table = build_feature_table(observations, DATASET)
+    built = time.perf_counter()
+    write_parquet_atomic(table, Path(store.root) / FEATURE_TABLE)
+    written = time.perf_counter()
+    if profiler is not None:
+        profiler.disable()
+    peaks["feature_table"] = _stage_peak_mb()
+
+    m = report.manifest
+    return {
+        "seconds": hash_plan_s + ingest_s + (written - started),
+        "stages": {
+            "hash_plan": hash_plan_s,
+            "read_type_validate_store": ingest_s,
+            "feature_table": written - started,
+            "feature_table_as_of": read - started,
+            "feature_table_build": built - read,
+            "feature_table_write": written - built,
+        },
+        "rows_landed": m.rows_landed,
+        "rows_stored": m.rows_stored,
+        "rows_quarantined": m.rows_quarantined,
+        "feature_table_rows": len(table),
+        "parts": len(m.parts),
+        "chunk_rows": chunk_rows,
+        "gx_import_seconds": gx_import_s,
+        "warmup_seconds": warmup_s,
+        "rss_before_mb": peaks["imports_and_warmup"],
+        "stage_peak_rss_mb": peaks,
+    }
+
+
+def _child(args: argparse.Namespace) -> int:
+    if args.child == "bare":
+        out = _bare(args.csv, args.state)
+    elif args.profile:
+        profiler = cProfile.Profile()
+        out = _ours(args.csv, args.state, args.chunk_rows, profiler)
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(PROFILE_TOP)
+        out["profile"] = text.getvalue()
+    else:
+        out = _ours(args.csv, args.state, args.chunk_rows)
+    # stage peaks were reset as they were read: the process's peak is the largest of them
+    out["peak_rss_mb"] = max(_peak_rss_mb(), *out["stage_peak_rss_mb"].values())
+    args.result.write_text(json.dumps(out))
+    return 0
+
+
+# -- the parent -----------------------------------------------------------------------
+
+
+def _run_child(
+    kind: str, csv: Path, state: Path, chunk_rows: int | None, *, profile: bool = False
+) -> dict[str, Any]:
+    """One measurement in a fresh process; its own numbers plus its RSS high-water mark."""
+    result = state.with_suffix(".json")
+    argv = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        kind,
+        "--csv",
+        str(csv),
+        "--state",
+        str(state),
+        "--result",
+        str(result),
+    ]
+    if chunk_rows is not None:
+        argv += ["--chunk-rows", str(chunk_rows)]
+    if profile:
+        argv.append("--profile")
+    env = {**os.environ, "GX_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+    subprocess.run(argv, check=True, env=env)
+    out: dict[str, Any] = json.loads(result.read_text())
+    shutil.rmtree(state, ignore_errors=True)  # keep at most one state folder on disk
+    return out
+
+
+def _check_counts(run: dict[str, Any], rows: int) -> None:
+    """The count invariant, and every generated row accounted for (exactly once)."""
+    landed, stored, quarantined = run["rows_landed"], run["rows_stored"], run["rows_quarantined"]
+    if landed != stored + quarantined:
+        raise RuntimeError(f"count invariant broken: {landed} != {stored} + {quarantined}")
+    if landed != rows:
+        raise RuntimeError(f"{rows} rows generated but {landed} landed")
+    if run["feature_table_rows"] != stored:
+        table = run["feature_table_rows"]
+        raise RuntimeError(f"{stored} rows stored but the feature table has {table}")
+
+
+def _rate(rows: int, seconds: float) -> float:
+    return rows / seconds if seconds > 0 else float("inf")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    if args.child:
+        return _child(args)
+    if args.rows < 1:
+        print("--rows must be at least 1", file=sys.stderr)
+        return 2
+    from mlplatform.core.generator import generate_ai4i
+
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="ingestion-bench-") as tmp:
+        work = Path(tmp)
+        csv = work / CSV_NAME
+        started = time.perf_counter()
+        generate_ai4i(args.rows, seed=DATA_SEED).to_csv(csv, index=False)
+        print(
+            f"generated {args.rows:,} rows -> {csv.stat().st_size / 1e6:.1f} MB "
+            f"in {time.perf_counter() - started:.1f} s (not timed)"
+        )
+        file_mb = csv.stat().st_size / 1e6
+        bare_runs: list[dict[str, Any]] = []
+        our_runs: list[dict[str, Any]] = []
+        for i in range(max(1, args.repeat)):
+            bare_runs.append(_run_child("bare", csv, work / f"bare-{i}", args.chunk_rows))
+            our_runs.append(_run_child("ours", csv, work / f"ours-{i}", args.chunk_rows))
+            _check_counts(our_runs[-1], args.rows)
+            if bare_runs[-1]["rows"] != args.rows:
+                raise RuntimeError(f"bare read {bare_runs[-1]['rows']} of {args.rows} rows")
+            print(
+                f"repetition {i + 1}: bare {bare_runs[-1]['seconds']:.2f} s, "
+                f"ours {our_runs[-1]['seconds']:.2f} s "
+                f"(peak RSS {our_runs[-1]['peak_rss_mb']:.0f} MB)"
+            )
+        if args.profile:
+            profiled = _run_child("ours", csv, work / "profile", args.chunk_rows, profile=True)
+            _check_counts(profiled, args.rows)
+            print(profiled["profile"])
+
+    best_bare = min(bare_runs, key=lambda r: r["seconds"])
+    best = min(our_runs, key=lambda r: r["seconds"])
+    ours_rate = _rate(args.rows, best["seconds"])
+    bare_rate = _rate(args.rows, best_bare["seconds"])
+    ratio = ours_rate / bare_rate
+    peak_mb = max(r["peak_rss_mb"] for r in our_runs)
+    fast_enough = ratio >= TARGET_RATIO
+    small_enough = peak_mb <= MEMORY_TARGET_MB
+    result = {
+        "rows": args.rows,
+        "file_mb": round(file_mb, 1),
+        "rows_stored": best["rows_stored"],
+        "rows_quarantined": best["rows_quarantined"],
+        "our_seconds": round(best["seconds"], 3),
+        "our_rows_per_s": round(ours_rate),
+        "bare_seconds": round(best_bare["seconds"], 3),
+        "bare_rows_per_s": round(bare_rate),
+        "ratio": round(ratio, 3),
+        "target": TARGET_RATIO,
+        "peak_rss_mb": round(peak_mb, 1),
+        "rss_after_warmup_mb": round(best["rss_before_mb"], 1),
+        "stage_peak_rss_mb": {k: round(v, 1) for k, v in best["stage_peak_rss_mb"].items()},
+        "memory_target_mb": MEMORY_TARGET_MB,
+        "meets_target": fast_enough and small_enough,
+        "meets_ratio_target": fast_enough,
+        "meets_memory_target": small_enough,
+        "stages_seconds": {k: round(v, 3) for k, v in best["stages"].items()},
+        "bare_stages_seconds": {k: round(v, 3) for k, v in best_bare["stages"].items()},
+        "our_seconds_runs": [round(r["seconds"], 3) for r in our_runs],
+        "bare_seconds_runs": [round(r["seconds"], 3) for r in bare_runs],
+        "bare_peak_rss_mb": round(max(r["peak_rss_mb"] for r in bare_runs), 1),
+        "gx_import_seconds": round(min(r["gx_import_seconds"] for r in our_runs), 3),
+        "warmup_validation_seconds": round(min(r["warmup_seconds"] for r in our_runs), 3),
+        "chunk_rows": best["chunk_rows"],
+        "parts": best["parts"],
+        "repeat": len(our_runs),
+        "cpu_count": os.cpu_count(),
+        "load_average_before": round(load_before, 2),
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
