@@ -40,6 +40,8 @@ __all__ = [
 ]
 
 ROW_ID = "source_row"
+UNIQUE_EXPECTATION = "expect_column_values_to_be_unique"
+DUPLICATE_REASON = "duplicate entity id (an earlier row of this file has it; the first is kept)"
 UNEXPECTED_COLUMNS = ["row_number", "column", "value", "expectation", "reason"]
 _SAMPLE = 5
 
@@ -109,9 +111,9 @@ def row_expectations(spec: DatasetSpec) -> list[ExpectationDef]:
             )
     out.append(
         ExpectationDef(
-            "expect_column_values_to_be_unique",
+            UNIQUE_EXPECTATION,
             {"column": spec.entity_id},
-            "duplicate entity id (every copy is quarantined: which one is right is unknown)",
+            DUPLICATE_REASON,
         )
     )
     return out

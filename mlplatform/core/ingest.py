@@ -26,7 +26,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mlplatform.core.expectations import ValidationSummary, row_expectations, validate
+from mlplatform.core.expectations import (
+    DUPLICATE_REASON,
+    UNIQUE_EXPECTATION,
+    ValidationSummary,
+    row_expectations,
+    validate,
+)
 from mlplatform.core.schema import ColumnSpec, DatasetSpec
 
 __all__ = [
@@ -316,6 +322,15 @@ def type_and_validate(
                 )
             ]
             gx_rows = gx_rows.loc[keep]
+        # GX flags every copy of a repeated id; as across chunks, the first copy is kept
+        unique = gx_rows["expectation"] == UNIQUE_EXPECTATION
+        if unique.any():
+            ids = frame[spec.entity_id]
+            first_rows = set(
+                numbers[~ids.duplicated(keep="first").to_numpy() & ids.notna().to_numpy()]
+            )
+            first = unique & gx_rows["row_number"].isin(first_rows)
+            gx_rows = gx_rows.loc[~first]
         if not gx_rows.empty:
             # GX sees typed values; the quarantine keeps what the file said
             position = pd.Series(np.arange(n), index=numbers)
@@ -331,14 +346,14 @@ def type_and_validate(
             problem_frames.append(gx_rows)
 
     if seen_ids:
-        ids = frame[spec.entity_id].to_numpy(dtype="float64")
+        id_values = frame[spec.entity_id].to_numpy(dtype="float64")
         seen = np.fromiter(seen_ids, dtype="float64", count=len(seen_ids))
-        repeat = np.isin(ids, seen)
+        repeat = np.isin(id_values, seen)
         add_problems(
             spec.column(spec.entity_id),
             repeat,
-            "duplicate entity id (seen earlier in this file)",
-            "expect_column_values_to_be_unique",
+            DUPLICATE_REASON,
+            UNIQUE_EXPECTATION,
         )
 
     bad_rows = np.zeros(n, dtype=bool)

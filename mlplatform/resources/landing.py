@@ -46,7 +46,22 @@ def _header(path: Path, label: str) -> list[str]:
         raise FileRejected(label, f"unparseable CSV header: {exc}") from exc
     if not first or all(not c.strip() for c in first):
         raise FileRejected(label, "no header: the first line is empty")
+    numeric = sum(_is_number(c) for c in first)
+    if numeric > len(first) // 2:
+        raise FileRejected(
+            label,
+            f"no header: the first line looks like data ({numeric} of {len(first)} fields "
+            "are numbers); the first line must name the columns",
+        )
     return first
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _row_numbers(start: int, count: int, skipped: set[int]) -> tuple[np.ndarray, int]:
@@ -80,9 +95,15 @@ def _read_csv(path: Path, label: str, chunk_rows: int) -> Iterator[RawChunk]:
     bytes_per_row = max(1.0, len(sample) / max(1, sample.count(b"\n")))
     block = int(min(_MAX_BLOCK, max(_MIN_BLOCK, chunk_rows * bytes_per_row)))
     rejected: dict[int, RejectedRow] = {}
+    unterminated: list[int] = []
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
-        number = -1 if row.number is None else int(row.number) - 1  # line 1 is the header
+        # single-threaded reading: pyarrow knows the line of every invalid row
+        number = int(row.number) - 1 if row.number is not None else -(len(rejected) + 1)
+        if "\n" in row.text:
+            # a quote opened and never closed swallowed the following lines
+            unterminated.append(number)
+            return "error"
         rejected[number] = RejectedRow(
             number,
             f"expected {row.expected_columns} fields, found {row.actual_columns}",
@@ -93,7 +114,7 @@ def _read_csv(path: Path, label: str, chunk_rows: int) -> Iterator[RawChunk]:
     try:
         reader = pacsv.open_csv(
             path,
-            read_options=pacsv.ReadOptions(block_size=block),
+            read_options=pacsv.ReadOptions(block_size=block, use_threads=False),
             parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
             convert_options=pacsv.ConvertOptions(
                 column_types={c: pa.string() for c in header},
@@ -129,6 +150,12 @@ def _read_csv(path: Path, label: str, chunk_rows: int) -> Iterator[RawChunk]:
                 tuple(rejected[n] for n in late),
             )
     except pa.ArrowInvalid as exc:
+        if unterminated:
+            raise FileRejected(
+                label,
+                f"unterminated quote in data row {unterminated[0]}: the rest of the file "
+                "would be read as one field",
+            ) from exc
         message = str(exc)
         if "UTF8" in message or "utf8" in message.lower():
             raise FileRejected(label, f"not UTF-8 text ({message[:200]})") from exc

@@ -59,7 +59,7 @@ class BatchSource(Protocol):
         ...
 
     def read(self, plan: BatchPlan, chunk_rows: int) -> Iterator[RawChunk]:
-        """The batch's rows, at most ``chunk_rows`` per chunk, in source order.
+        """The batch's rows in chunks of about ``chunk_rows``, in source order.
 
         Raises
         ------

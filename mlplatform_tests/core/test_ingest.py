@@ -31,8 +31,8 @@ NOT_NULL = "expect_column_values_to_not_be_null"
 BETWEEN = "expect_column_values_to_be_between"
 IN_SET = "expect_column_values_to_be_in_set"
 UNIQUE = "expect_column_values_to_be_unique"
-DUPLICATE = "duplicate entity id (every copy is quarantined: which one is right is unknown)"
-SEEN_EARLIER = "duplicate entity id (seen earlier in this file)"
+DUPLICATE = "duplicate entity id (an earlier row of this file has it; the first is kept)"
+SEEN_EARLIER = DUPLICATE
 TOO_LARGE = "integer too large (|value| >= 2**53)"
 
 STRING = pd.StringDtype("pyarrow")
@@ -335,31 +335,35 @@ def test_quarantine_record_is_strict_json_with_null_for_missing_cells() -> None:
     assert record["Torque [Nm]"] is None
 
 
-def test_duplicate_entity_id_quarantines_every_copy() -> None:
+def test_duplicate_entity_id_keeps_the_first_copy_and_quarantines_the_rest() -> None:
     raw = raw_text(10, seed=5)
     raw.loc[7, "UDI"] = "3"  # data row 8 repeats UDI 3 of data row 3
+    raw.loc[8, "UDI"] = "3"  # and so does data row 9
     batch = type_and_validate(raw, AI4I, SOURCE)
     assert _entries(batch.quarantine) == [
-        {"row_number": 3, "column": "UDI", "value": "3", "expectation": UNIQUE,
-         "reason": DUPLICATE},
         {"row_number": 8, "column": "UDI", "value": "3", "expectation": UNIQUE,
          "reason": DUPLICATE},
+        {"row_number": 9, "column": "UDI", "value": "3", "expectation": UNIQUE,
+         "reason": DUPLICATE},
     ]  # fmt: skip
-    assert 3 not in batch.valid["udi"].tolist()
-    assert batch.valid["udi"].tolist() == [1, 2, 4, 5, 6, 7, 9, 10]
+    assert batch.valid["udi"].tolist() == [1, 2, 3, 4, 5, 6, 7, 10]
+    assert batch.valid["source_row"].tolist() == [1, 2, 3, 4, 5, 6, 7, 10]
     assert batch.rows_quarantined == 2
-    assert len(batch.valid) == 8
+    # GX's own summary still counts every copy it saw
+    assert batch.validation is not None
+    [failed] = [f for f in batch.validation.failed if f.expectation == UNIQUE]
+    assert failed.unexpected_count == 3
 
 
 def test_duplicate_entity_id_is_detected_numerically() -> None:
     raw = raw_text(5, seed=5)
     raw.loc[4, "UDI"] = "02"
     batch = type_and_validate(raw, AI4I, SOURCE)
-    assert batch.quarantine["expectation"].tolist() == [UNIQUE, UNIQUE]
-    assert batch.quarantine["reason"].tolist() == [DUPLICATE, DUPLICATE]
-    assert batch.quarantine["row_number"].tolist() == [2, 5]
+    assert batch.quarantine["expectation"].tolist() == [UNIQUE]
+    assert batch.quarantine["reason"].tolist() == [DUPLICATE]
+    assert batch.quarantine["row_number"].tolist() == [5]
     # the quarantine keeps what the file said
-    assert batch.quarantine["value"].tolist() == ["2", "02"]
+    assert batch.quarantine["value"].tolist() == ["02"]
 
 
 def test_id_seen_in_an_earlier_chunk_is_quarantined_and_seen_ids_grow() -> None:
@@ -454,15 +458,13 @@ def test_mixed_file_count_invariant_and_row_numbers() -> None:
          "reason": r}
         for i, (c, v, e, r) in sorted(corruptions.items())
     ]  # fmt: skip
-    # every copy of the duplicated id: data row 1 keeps UDI 1 and is quarantined too
-    expected.insert(0, {"row_number": 1, "column": "UDI", "value": "1", "expectation": UNIQUE,
-                        "reason": DUPLICATE})  # fmt: skip
+    # the first copy of the duplicated id (data row 1) is kept
     assert _entries(batch.quarantine) == expected
     assert (batch.quarantine["source_file"] == SOURCE).all()
     assert batch.rows_landed == N_ROWS
-    assert batch.rows_quarantined == len(corruptions) + 1
+    assert batch.rows_quarantined == len(corruptions)
     assert batch.rows_landed == len(batch.valid) + batch.rows_quarantined
-    bad_rows = {1} | {i + 1 for i in corruptions}
+    bad_rows = {i + 1 for i in corruptions}
     assert batch.valid["source_row"].tolist() == [
         r for r in range(1, N_ROWS + 1) if r not in bad_rows
     ]
