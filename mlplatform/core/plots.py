@@ -11,7 +11,12 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-__all__ = ["confusion_matrix_png", "precision_recall_png", "roc_png"]
+__all__ = [
+    "confusion_matrix_png",
+    "precision_recall_png",
+    "probability_histogram_png",
+    "roc_png",
+]
 
 
 def _png(fig: Figure) -> bytes:
@@ -75,4 +80,23 @@ def roc_png(y_true: np.ndarray, y_score: np.ndarray) -> bytes:
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
     ax.set_title("ROC (test split)")
+    return _png(fig)
+
+
+def probability_histogram_png(
+    counts: tuple[int, ...] | list[int], threshold: float | None
+) -> bytes:
+    """Counts of failure probabilities in equal bins on [0, 1], the threshold marked."""
+    values = np.asarray(counts, dtype="float64")
+    edges = np.linspace(0.0, 1.0, len(values) + 1)
+    fig = Figure(figsize=(5.0, 2.8))
+    ax = fig.add_subplot()
+    ax.bar(edges[:-1], values, width=np.diff(edges), align="edge", color="#4c72b0")
+    ax.set_yscale("symlog")
+    if threshold is not None and 0.0 <= threshold <= 1.0:
+        ax.axvline(threshold, color="#c44e52", linestyle="--", label=f"threshold {threshold:.3g}")
+        ax.legend(loc="upper right", fontsize=8)
+    ax.set_xlabel("predicted failure probability")
+    ax.set_ylabel("rows")
+    ax.set_xlim(0.0, 1.0)
     return _png(fig)

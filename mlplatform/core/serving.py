@@ -473,7 +473,7 @@ def pipeline_threshold(pipeline: Pipeline) -> float | None:
         return None
     if final.response_method not in {"predict_proba", "auto"} or final.pos_label is not None:
         return None
-    if not hasattr(final.estimator_, "predict_proba"):
+    if not hasattr(getattr(final, "estimator_", final.estimator), "predict_proba"):
         return None
     if isinstance(final.threshold, str):  # "auto": 0.5 on probabilities
         return 0.5

@@ -11,11 +11,14 @@ from mlplatform.core.evaluation import CandidateEvaluation
 from mlplatform.core.features import AS_OF_ATTR, DIGEST_ATTR, model_inputs
 from mlplatform.core.gate import GateDecision
 from mlplatform.core.models import TrainedModel
+from mlplatform.core.serving import TrainingReference
 from mlplatform.core.split import SPLIT_COLUMN
 from mlplatform.defs.common import DATASET, REGISTRY
 from mlplatform.defs.evaluation import gate_metadata
 from mlplatform.resources.ledger import PromotionLedger, RolledBackVersionError, move_champion
 from mlplatform.resources.mlflow_registry import MlflowRegistry, ModelVersionRef
+
+TRAINING_REFERENCE_DOC = "training_reference.json"
 
 RECALL_GATE_CHECK = "recall_gate"
 GATE_PASSED_TAG = "gate.passed"
@@ -76,7 +79,11 @@ def registered_model(
         training_frame=train,
         dataset_digest=digest,
         training_ids=train[DATASET.entity_id],
-        documents={"gate_decision.json": gate_decision.to_dict()},
+        documents={
+            "gate_decision.json": gate_decision.to_dict(),
+            # what the training rows looked like: the train/serve checks of scoring
+            TRAINING_REFERENCE_DOC: TrainingReference.from_frame(train, DATASET).to_dict(),
+        },
         images=model_evaluation.plots,
     )
     context.log.info(f"registered {ref.name} version {ref.version} (run {ref.run_id})")

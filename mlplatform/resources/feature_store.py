@@ -267,6 +267,15 @@ class FeatureStore(dg.ConfigurableResource):
             raise KeyError(f"batch {key!r} has no committed version {version or ''}".strip())
         return _read_parquet(self._paths(versions[-1:]))
 
+    def batch_paths(self, key: str, version: str | None = None) -> list[Path]:
+        """The Parquet parts of one batch's newest version (or ``version``), for streaming."""
+        versions = self.manifests(key)
+        if version is not None:
+            versions = [m for m in versions if m.version == version]
+        if not versions:
+            raise KeyError(f"batch {key!r} has no committed version {version or ''}".strip())
+        return self._paths(versions[-1:])
+
     def as_of(self, spec: DatasetSpec, as_of: str | pd.Timestamp | None = None) -> pd.DataFrame:
         """Exactly the rows known at ``as_of`` (default: now), one per entity id.
 

@@ -247,6 +247,18 @@ class MlflowRegistry(dg.ConfigurableResource):
                 return pd.Series([], dtype="int64", name="entity_id")
             return pd.read_parquet(local)["entity_id"]
 
+    def load_document(self, ref: ModelVersionRef, name: str) -> dict[str, Any] | None:
+        """A JSON document logged with the version's run (``documents=``), or None."""
+        import mlflow.artifacts
+        from mlflow.exceptions import MlflowException
+
+        self._client()
+        try:
+            loaded: dict[str, Any] = mlflow.artifacts.load_dict(f"runs:/{ref.run_id}/{name}")
+        except (MlflowException, OSError):
+            return None
+        return loaded
+
     def run_metrics(self, ref: ModelVersionRef) -> dict[str, float]:
         """The metrics logged on the version's run."""
         return dict(self._client().get_run(ref.run_id).data.metrics)
