@@ -97,8 +97,8 @@ def _generate(paths: StatePaths, rows: int, seed: int | None) -> list[str]:
     return written
 
 
-def _ingest(paths: StatePaths, defs: Any, instance: Any) -> list[str]:
-    """Plan every new batch and ingest each in its own run; returns the rejections."""
+def _ingest(paths: StatePaths, defs: Any, instance: Any) -> tuple[list[str], list[str]]:
+    """Plan every new batch and ingest each in its own run: (ingested keys, rejections)."""
     from mlplatform.defs.ingestion import register_new_batches
     from mlplatform.defs.jobs import INGEST
 
@@ -114,6 +114,7 @@ def _ingest(paths: StatePaths, defs: Any, instance: Any) -> list[str]:
         print(f"retrying {plan.label} ({plan.key}): planned earlier, never stored")
     job = defs.resolve_job_def(INGEST)
     rejected = []
+    ingested = []
     for plan in found.to_ingest:
         result = job.execute_in_process(
             instance=instance,
@@ -122,6 +123,7 @@ def _ingest(paths: StatePaths, defs: Any, instance: Any) -> list[str]:
             raise_on_error=False,
         )
         if result.success:
+            ingested.append(plan.key)
             meta = _materialization_metadata(result, "raw_observations")
             print(
                 f"ingested {plan.label} ({plan.key}): {meta.get('rows_landed', '?'):,} landed, "
@@ -141,7 +143,34 @@ def _ingest(paths: StatePaths, defs: Any, instance: Any) -> list[str]:
             )
             print(f"REJECTED {plan.label} ({plan.key}): {reason}")
             rejected.append(f"{plan.label}: {reason}")
-    return rejected + [f"source {e}" for e in found.errors]
+    return ingested, rejected + [f"source {e}" for e in found.errors]
+
+
+def _score(defs: Any, instance: Any, keys: list[str]) -> bool:
+    """Score each newly ingested batch with the champion, one run each; False on a failure."""
+    from mlplatform.defs.jobs import BATCH_INFERENCE
+
+    job = defs.resolve_job_def(BATCH_INFERENCE)
+    ok = True
+    for key in keys:
+        result = job.execute_in_process(
+            instance=instance,
+            partition_key=key,
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            raise_on_error=False,
+        )
+        meta = _materialization_metadata(result, "batch_predictions")
+        if not result.success:
+            ok = False
+            print(f"scoring {key} FAILED: see run {result.run_id}")
+        elif meta:
+            print(
+                f"scored {key}: {meta['rows']:,} rows by version {meta['model_version']}, "
+                f"{meta['predicted_positive_rate']:.1%} predicted to fail -> {meta['path']}"
+            )
+        else:
+            print(f"{key}: not scored (no champion yet)")
+    return ok
 
 
 def _materialization_metadata(result: Any, step: str) -> dict[str, Any]:
@@ -196,16 +225,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     job = defs.resolve_job_def(TRAIN_AND_SCORE)
     started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
-        rejected = _ingest(paths, defs, instance)
+        ingested, rejected = _ingest(paths, defs, instance)
         result = job.execute_in_process(
             instance=instance, run_config=_run_config(args), raise_on_error=False
         )
+        # new data is scored by whichever model is champion now (a failed gate leaves
+        # the previous champion serving)
+        scored = _score(defs, instance, ingested)
     elapsed = time.perf_counter() - started
     status = "SUCCESS" if result.success else "FAILURE"
     print(
         f"\nrun {result.run_id} ({TRAIN_AND_SCORE}): {status} in {elapsed:.1f} s (with ingestion)"
     )
     code = _report(paths, result)
+    if not scored and code == EXIT_OK:
+        code = EXIT_RUN_FAILED
     if rejected and code == EXIT_OK:
         print(
             f"\n{len(rejected)} input(s) rejected (moved to {paths.rejected} with the reason); "
@@ -464,7 +498,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     defs = build_definitions(paths)
     with dg.DagsterInstance.get() as instance:
-        rejected = _ingest(paths, defs, instance)
+        _, rejected = _ingest(paths, defs, instance)
     return EXIT_INPUT_REJECTED if rejected else EXIT_OK
 
 

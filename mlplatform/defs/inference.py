@@ -1,64 +1,152 @@
-"""Inference: batch predictions from the registered champion."""
+"""Inference: batch predictions per source batch, streamed, with train/serve checks.
+
+``batch_predictions`` is partitioned like ingestion (one partition per source
+batch), so every file or SQL pull is scored once it is stored, and a partition can
+be re-scored on its own (e.g. by a pinned model version for a backfill or an A/B
+comparison). Rows are streamed from the stored batch in record batches; memory does
+not grow with the batch's size.
+"""
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import dagster as dg
-import pandas as pd
+from pydantic import Field
 
-from mlplatform.core.scoring import newest_rows, score_rows
-from mlplatform.defs.common import DATASET, INFERENCE, preview_md
-from mlplatform.defs.registry import champion_model
-from mlplatform.resources.mlflow_registry import MlflowRegistry
+from mlplatform.core.plots import probability_histogram_png
+from mlplatform.core.serving import (
+    ServingInputError,
+    TrainingReference,
+    pipeline_threshold,
+)
+from mlplatform.defs.common import DATASET, INFERENCE, image_md
+from mlplatform.defs.ingestion import SOURCE_BATCHES, raw_observations
+from mlplatform.defs.registry import TRAINING_REFERENCE_DOC, champion_model
+from mlplatform.resources.batch_scoring import DEFAULT_BATCH_ROWS, score_dataset
+from mlplatform.resources.feature_store import FeatureStore
+from mlplatform.resources.mlflow_registry import MlflowRegistry, ModelVersionRef
 from mlplatform.resources.predictions import PredictionStore
+
+
+class ScoringConfig(dg.Config):
+    """Which model scores the batch, and how many rows at a time."""
+
+    model_version: str | None = Field(
+        default=None,
+        description="Pin a registered version instead of the champion alias (backfills, "
+        "comparisons). None: models:/<name>@champion.",
+    )
+    also_versions: list[str] = Field(
+        default_factory=list,
+        description="Other versions (e.g. a challenger) scoring the same rows; each is "
+        "stored beside the main predictions.",
+    )
+    batch_rows: int = Field(
+        default=DEFAULT_BATCH_ROWS,
+        description="Rows read and scored at a time: the memory bound.",
+    )
+
+
+def _models(config: ScoringConfig, registry: MlflowRegistry) -> list[tuple[ModelVersionRef, str]]:
+    main: list[tuple[ModelVersionRef, str]] = []
+    if config.model_version is not None:
+        main = [(registry.get_version(config.model_version), "pinned")]
+    else:
+        champion = registry.champion()
+        if champion is not None:
+            main = [(champion, registry.champion_alias)]
+    others = [(registry.get_version(v), "challenger") for v in config.also_versions]
+    return main + others
 
 
 @dg.asset(
     group_name=INFERENCE,
-    deps=[champion_model],
+    partitions_def=SOURCE_BATCHES,
+    deps=[raw_observations, champion_model],
     output_required=False,
     kinds={"sklearn", "parquet"},
     owners=["team:ml-platform"],
 )
 def batch_predictions(
     context: dg.AssetExecutionContext,
-    feature_table: pd.DataFrame,
+    config: ScoringConfig,
+    feature_store: FeatureStore,
     mlflow_registry: MlflowRegistry,
     prediction_store: PredictionStore,
 ) -> Iterator[dg.MaterializeResult]:
-    """Failure probabilities for the newest feature rows, from models:/<name>@champion."""
-    champion = mlflow_registry.champion()
-    if champion is None:
+    """Failure probabilities for one source batch, from the champion (or pinned versions).
+
+    The batch's stored rows are checked against the model's training reference first:
+    a missing or mistyped column fails the run naming the column, with nothing
+    written; values outside the training range are scored, counted and flagged.
+    """
+    key = context.partition_key
+    models = _models(config, mlflow_registry)
+    if not models:
         context.log.warning(
-            f"no champion yet for {mlflow_registry.model_name!r}: nothing scored. "
+            f"no champion yet for {mlflow_registry.model_name!r}: batch {key} not scored. "
             "A model becomes champion when it passes the recall gate."
         )
         return
-    pipeline = mlflow_registry.load(champion)
-    rows = newest_rows(feature_table)
+    paths = feature_store.batch_paths(key)
     scored_at = datetime.now(UTC)
-    predictions = score_rows(
-        pipeline,
-        rows,
-        DATASET,
-        model_name=champion.name,
-        model_version=champion.version,
-        scored_at=scored_at,
-    )
-    name = f"{scored_at:%Y%m%dT%H%M%S}Z_{context.run.run_id[:8]}"
-    path = prediction_store.write(predictions, name)
-    context.log.info(
-        f"scored {len(predictions)} rows with {champion.name} v{champion.version}; wrote {path}"
-    )
-    yield dg.MaterializeResult(
-        metadata={
-            "path": dg.MetadataValue.path(str(path)),
-            "rows": len(predictions),
-            "predicted_positive_rate": float(predictions["predicted_failure"].mean())
-            if len(predictions)
-            else 0.0,
-            "model_version": champion.version,
-            "model_uri": f"models:/{champion.name}@{mlflow_registry.champion_alias}",
-            "preview": preview_md(predictions),
-        }
-    )
+    metadata: dict[str, Any] = {}
+    for ref, role in models:
+        document = mlflow_registry.load_document(ref, TRAINING_REFERENCE_DOC)
+        if document is None:
+            raise dg.Failure(
+                f"{ref.name} version {ref.version} has no {TRAINING_REFERENCE_DOC}: it was "
+                "registered before train/serve checks existed; retrain or pin a newer version"
+            )
+        reference = TrainingReference.from_dict(document)
+        pipeline = mlflow_registry.load(ref)
+        threshold = pipeline_threshold(pipeline)
+        try:
+            summary = score_dataset(
+                paths,
+                pipeline,
+                DATASET,
+                reference,
+                out_dir=prediction_store.batch_dir(key),
+                partition=f"v{ref.version}",
+                model_name=ref.name,
+                model_version=ref.version,
+                alias=role,
+                threshold=float("nan") if threshold is None else threshold,
+                run_id=context.run.run_id,
+                scored_at=scored_at,
+                batch_rows=config.batch_rows,
+            )
+        except ServingInputError as exc:
+            raise dg.Failure(description=f"batch {key}: {exc}") from exc
+        flagged = {k: v for k, v in summary.out_of_range.items() if v}
+        context.log.info(
+            f"batch {key}: {summary.rows:,} rows scored by {ref.name} v{ref.version} ({role}); "
+            f"{summary.positive_rate:.2%} predicted to fail"
+        )
+        if flagged:
+            context.log.warning(
+                f"batch {key}: values outside the training range (scored, flagged): {flagged}"
+            )
+        prefix = "" if not metadata else f"v{ref.version}_"
+        metadata.update(
+            {
+                f"{prefix}model_version": ref.version,
+                f"{prefix}model_role": role,
+                f"{prefix}rows": summary.rows,
+                f"{prefix}predicted_positive_rate": summary.positive_rate,
+                f"{prefix}out_of_range": dg.MetadataValue.json(flagged),
+                f"{prefix}path": dg.MetadataValue.path(
+                    str(prediction_store.batch_dir(key) / f"v{ref.version}")
+                ),
+            }
+        )
+        if not prefix:
+            metadata["decision_threshold"] = threshold
+            metadata["probability_histogram"] = image_md(
+                probability_histogram_png(summary.histogram, threshold),
+                "probability histogram",
+            )
+            metadata["model_uri"] = ref.uri
+    yield dg.MaterializeResult(metadata=metadata)

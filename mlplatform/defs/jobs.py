@@ -16,15 +16,17 @@ ROLLBACK_CHAMPION = "rollback_champion"
 
 train_and_score_job = dg.define_asset_job(
     TRAIN_AND_SCORE,
-    selection=dg.AssetSelection.all() - dg.AssetSelection.groups(INGESTION),
+    selection=dg.AssetSelection.all() - dg.AssetSelection.groups(INGESTION, INFERENCE),
     tags={"mlplatform/kind": "training"},
     description="Build the feature table from the store, split, train, evaluate, gate, "
-    "register, promote and score. Ingestion runs per batch before it (ingest job).",
+    "register and promote. Ingestion (ingest) and scoring (batch_inference) run per "
+    "source batch.",
 )
 batch_inference_job = dg.define_asset_job(
     BATCH_INFERENCE,
     selection=dg.AssetSelection.groups(INFERENCE),
-    description="Score the newest feature rows with the current champion.",
+    partitions_def=SOURCE_BATCHES,
+    description="Score one source batch with the champion (or pinned versions), streamed.",
 )
 ingest_job = dg.define_asset_job(
     INGEST,

@@ -21,7 +21,8 @@ ASSETS: list[Any] = [
 DOWNSTREAM = [
     a.key.to_user_string()
     for a in dg.load_assets_from_modules(MODULES)
-    if isinstance(a, dg.AssetsDefinition) and a.key.to_user_string() != "raw_observations"
+    if isinstance(a, dg.AssetsDefinition)
+    and a.key.to_user_string() not in ("raw_observations", "batch_predictions")
 ]
 
 
@@ -35,6 +36,7 @@ def land_sample(resources: dict[str, Any], rows: int, *, seed: int, start_udi: i
 
 
 INGESTION_ASSET = "raw_observations"
+SCORING_ASSET = "batch_predictions"
 
 
 @dataclass
@@ -43,11 +45,12 @@ class LifecycleResult:
 
     ingest: list[dg.ExecuteInProcessResult] = field(default_factory=list)
     main: dg.ExecuteInProcessResult | None = None
+    score: list[dg.ExecuteInProcessResult] = field(default_factory=list)
 
     @property
     def runs(self) -> list[dg.ExecuteInProcessResult]:
-        """Every run, ingestion first."""
-        return [*self.ingest, *([self.main] if self.main is not None else [])]
+        """Every run: ingestion, training, then scoring of each new batch."""
+        return [*self.ingest, *([self.main] if self.main is not None else []), *self.score]
 
     @property
     def success(self) -> bool:
@@ -61,8 +64,8 @@ class LifecycleResult:
 
     @property
     def run_id(self) -> str:
-        """The downstream run's id (the last ingestion run's when there is none)."""
-        return self.runs[-1].run_id
+        """The training run's id (else the last run's)."""
+        return self.main.run_id if self.main is not None else self.runs[-1].run_id
 
     def output_for_node(self, node: str) -> Any:
         """An output of the downstream run."""
@@ -103,16 +106,43 @@ def ingest_pending(
     ]
 
 
+def score_batches(
+    resources: dict[str, Any],
+    instance: dg.DagsterInstance,
+    keys: list[str],
+    run_config: dict[str, Any] | None = None,
+) -> list[dg.ExecuteInProcessResult]:
+    """Score each source batch in its own run (as ``mlplatform run`` does after training)."""
+    return [
+        dg.materialize(
+            ASSETS,
+            instance=instance,
+            resources=resources,
+            partition_key=key,
+            selection=[SCORING_ASSET],
+            run_config=run_config or {},
+            raise_on_error=False,
+        )
+        for key in keys
+    ]
+
+
+def _partition_of(run: dg.ExecuteInProcessResult) -> str:
+    return str(run.dagster_run.tags["dagster/partition"])
+
+
 def materialize_all(
     resources: dict[str, Any],
     run_config: dict[str, Any] | None = None,
     selection: Any = None,
     instance: dg.DagsterInstance | None = None,
 ) -> LifecycleResult:
-    """Ingest new batches, then materialize everything downstream (or ``selection``).
+    """Ingest new batches, train, then score the new batches (or just ``selection``).
 
-    As ``mlplatform run`` does: one run per new batch, then one run of the rest.
-    Nothing raises; ``success`` is whether every run succeeded.
+    As ``mlplatform run`` does: one run per new batch, one run of training, one
+    scoring run per batch ingested. Nothing raises; ``success`` is whether every run
+    succeeded. With ``selection``, only the selected assets run (scoring of every
+    stored batch when ``batch_predictions`` is selected).
     """
     instance = instance or dg.DagsterInstance.ephemeral()
     wanted = None if selection is None else list(selection)
@@ -120,7 +150,9 @@ def materialize_all(
     if wanted is None or INGESTION_ASSET in wanted:
         result.ingest = ingest_pending(resources, instance)
     rest = (
-        [a for a in DOWNSTREAM] if wanted is None else [a for a in wanted if a != INGESTION_ASSET]
+        list(DOWNSTREAM)
+        if wanted is None
+        else [a for a in wanted if a not in (INGESTION_ASSET, SCORING_ASSET)]
     )
     if rest:
         result.main = dg.materialize(
@@ -131,6 +163,14 @@ def materialize_all(
             raise_on_error=False,
             selection=rest,
         )
+    if wanted is None:
+        # new data is scored by whichever model is champion now: a failed gate leaves
+        # the old champion serving
+        ingested = [_partition_of(r) for r in result.ingest if r.success]
+        result.score = score_batches(resources, instance, ingested)
+    elif SCORING_ASSET in wanted:
+        keys = sorted({m.key for m in resources["feature_store"].latest()})
+        result.score = score_batches(resources, instance, keys)
     return result
 
 
