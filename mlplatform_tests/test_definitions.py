@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -62,15 +63,41 @@ def test_lineage_runs_through_the_graph(defs: dg.Definitions) -> None:
     assert "registered_model" in parents("champion_model")
 
 
-def test_gate_is_a_blocking_check_on_the_registered_model(defs: dg.Definitions) -> None:
-    checks = list(defs.resolve_asset_graph().asset_check_keys)
-    assert [(c.asset_key.to_user_string(), c.name) for c in checks] == [
-        ("registered_model", "recall_gate")
-    ]
+# (asset, check) -> blocking: a failed blocking check stops everything downstream of it
+EXPECTED_CHECKS = {
+    ("raw_observations", "landed_rows_meet_expectations"): False,
+    ("raw_observations", "stored_rows_meet_expectations"): True,
+    ("raw_observations", "count_invariant"): True,
+    ("feature_table", "feature_table_meets_expectations"): True,
+    ("registered_model", "recall_gate"): True,
+}
+
+
+def test_checks_and_which_of_them_block(defs: dg.Definitions) -> None:
+    graph = defs.resolve_asset_graph()
+    checks = {
+        (key.asset_key.to_user_string(), key.name): graph.get_check_spec(key).blocking
+        for key in graph.asset_check_keys
+    }
+    assert checks == EXPECTED_CHECKS
     from mlplatform.defs.registry import recall_gate
 
     [spec] = list(recall_gate.check_specs)
     assert spec.blocking
+
+
+def test_ingestion_is_partitioned_by_source_batch(defs: dg.Definitions) -> None:
+    from mlplatform.defs.ingestion import SOURCE_BATCHES
+
+    graph = defs.resolve_asset_graph()
+    partitioned = {
+        key.to_user_string()
+        for key in graph.get_all_asset_keys()
+        if graph.get(key).partitions_def is not None
+    }
+    assert partitioned == {"raw_observations"}
+    assert graph.get(dg.AssetKey("raw_observations")).partitions_def == SOURCE_BATCHES
+    assert SOURCE_BATCHES.name == "source_batches"
 
 
 def test_jobs_run_in_process(defs: dg.Definitions) -> None:
@@ -80,12 +107,40 @@ def test_jobs_run_in_process(defs: dg.Definitions) -> None:
     assert job.executor_def.name == "in_process"
 
 
+def test_jobs_split_ingestion_from_training(defs: dg.Definitions) -> None:
+    def selected(name: str) -> set[str]:
+        job = defs.resolve_job_def(name)
+        return {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
+
+    # one run per batch ingests it; training reads the store and never ingests
+    assert selected("ingest") == {"raw_observations"}
+    assert defs.resolve_job_def("ingest").partitions_def is not None
+    assert selected("train_and_score") == set(EXPECTED_GROUPS) - {"raw_observations"}
+    assert defs.resolve_job_def("train_and_score").partitions_def is None
+    assert selected("batch_inference") == {"batch_predictions"}
+
+
+def test_sensor_ingests_new_batches_when_turned_on(defs: dg.Definitions) -> None:
+    sensors = {s.name for s in defs.get_repository_def().sensor_defs}
+    assert sensors == {"new_source_batches"}
+    sensor = defs.resolve_sensor_def("new_source_batches")
+    assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
+    assert sensor.description
+    assert sensor.asset_selection is not None
+    targets = sensor.asset_selection.resolve(defs.resolve_asset_graph())
+    assert {k.to_user_string() for k in targets} == {"raw_observations"}
+
+
 def test_rollback_job_moves_the_alias_with_a_reason(defs: dg.Definitions) -> None:
     job = defs.resolve_job_def("rollback_champion")
     assert job.executor_def.name == "in_process"
     [node] = job.nodes
-    assert node.definition.required_resource_keys == {"mlflow_registry", "ledger"}
-    reason = node.definition.config_schema.config_type.fields["reason"]
+    op = node.definition
+    assert isinstance(op, dg.OpDefinition)
+    assert op.required_resource_keys == {"mlflow_registry", "ledger"}
+    assert op.config_schema is not None
+    config_type: Any = op.config_schema.config_type
+    reason = config_type.fields["reason"]
     assert reason.is_required and reason.description
 
 

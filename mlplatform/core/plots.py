@@ -13,6 +13,7 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 
 __all__ = [
     "confusion_matrix_png",
+    "drift_png",
     "precision_recall_png",
     "probability_histogram_png",
     "roc_png",
@@ -99,4 +100,18 @@ def probability_histogram_png(
     ax.set_xlabel("predicted failure probability")
     ax.set_ylabel("rows")
     ax.set_xlim(0.0, 1.0)
+    return _png(fig)
+
+
+def drift_png(features: list[str], psi: list[float], threshold: float) -> bytes:
+    """PSI per feature as horizontal bars, the drift threshold marked."""
+    fig = Figure(figsize=(5.0, 0.3 * max(4, len(features)) + 0.8))
+    ax = fig.add_subplot()
+    values = np.nan_to_num(np.asarray(psi, dtype="float64"))
+    colours = ["#c44e52" if v >= threshold else "#4c72b0" for v in values]
+    ax.barh(features, values, color=colours)
+    ax.axvline(threshold, color="#c44e52", linestyle="--", label=f"PSI {threshold:g}")
+    ax.invert_yaxis()
+    ax.set_xlabel("population stability index vs training")
+    ax.legend(loc="lower right", fontsize=8)
     return _png(fig)

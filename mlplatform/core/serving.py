@@ -20,7 +20,7 @@ each batch needs and nothing that touches a file:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -458,6 +458,71 @@ def missing_value_counts(frame: pd.DataFrame, features: list[str]) -> dict[str, 
     return {name: int(frame[name].isna().sum()) for name in features}
 
 
+def feature_bin_counts(frame: pd.DataFrame, reference: TrainingReference) -> dict[str, list[int]]:
+    """Per feature, serving rows per reference bin (the drift statistics' input).
+
+    Numeric: the 10 bins the training deciles cut (outside values go to the end
+    bins). Categorical: one bin per training category, then one for unseen ones.
+    Missing values are not counted.
+    """
+    counts: dict[str, list[int]] = {}
+    for name, num in reference.numeric.items():
+        values = frame[name].to_numpy("float64", na_value=np.nan)
+        values = values[~np.isnan(values)]
+        bins = np.searchsorted(np.asarray(num.deciles, dtype="float64"), values, side="right")
+        counts[name] = np.bincount(bins, minlength=len(num.deciles) + 1).tolist()
+    for name, cat in reference.categorical.items():
+        column = frame[name].dropna().astype(str)
+        seen = column.value_counts()
+        known = [int(seen.get(c, 0)) for c in cat.categories]
+        counts[name] = [*known, int(len(column) - sum(known))]
+    return counts
+
+
+def reference_shares(reference: TrainingReference, feature: str) -> list[float]:
+    """Training share of each bin of :func:`feature_bin_counts` for ``feature``."""
+    if feature in reference.numeric:
+        n = len(reference.numeric[feature].deciles) + 1
+        return [1.0 / n] * n
+    shares = list(reference.categorical[feature].shares)
+    return [*shares, 0.0]
+
+
+def drift_report(
+    bins: Mapping[str, Sequence[int]],
+    reference: TrainingReference,
+    *,
+    alpha: float = 0.01,
+    psi_threshold: float = 0.2,
+) -> pd.DataFrame:
+    """Per feature: PSI and a chi-squared test of the serving bins against training.
+
+    A feature drifts when its chi-squared p-value is below ``alpha`` divided by the
+    number of features (Bonferroni: many features are tested at once) and its PSI
+    is at least ``psi_threshold`` (a large effect, not only a significant one).
+    """
+    from scipy import stats
+
+    rows = []
+    tested = [f for f in reference.features if f in bins]
+    for name in tested:
+        observed = np.asarray(bins[name], dtype="float64")
+        total = observed.sum()
+        expected_share = np.asarray(reference_shares(reference, name), dtype="float64")
+        if total == 0:
+            rows.append((name, 0, float("nan"), float("nan"), float("nan"), False))
+            continue
+        eps = 1e-4
+        actual = np.clip(observed / total, eps, None)
+        expected = np.clip(expected_share, eps, None)
+        psi = float(np.sum((actual - expected) * np.log(actual / expected)))
+        expected_counts = expected / expected.sum() * total
+        chi2, p_value = stats.chisquare(observed, expected_counts)
+        drifted = bool(p_value < alpha / max(1, len(tested)) and psi >= psi_threshold)
+        rows.append((name, int(total), psi, float(chi2), float(p_value), drifted))
+    return pd.DataFrame(rows, columns=["feature", "rows", "psi", "chi2", "p_value", "drifted"])
+
+
 # --- scoring -----------------------------------------------------------------------------
 
 
@@ -614,6 +679,7 @@ class ScoringSummary:
     histogram: tuple[int, ...] = (0,) * HISTOGRAM_BINS
     out_of_range: Mapping[str, int] = field(default_factory=dict)
     missing_values: Mapping[str, int] = field(default_factory=dict)
+    bins: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
 
     @classmethod
     def of_batch(
@@ -621,6 +687,7 @@ class ScoringSummary:
         predictions: pd.DataFrame,
         out_of_range: Mapping[str, int] | None = None,
         missing_values: Mapping[str, int] | None = None,
+        bins: Mapping[str, Sequence[int]] | None = None,
     ) -> ScoringSummary:
         """The summary of one batch of :func:`score_batch` output."""
         probability = predictions["failure_probability"].to_numpy("float64")
@@ -632,6 +699,7 @@ class ScoringSummary:
             histogram=tuple(int(c) for c in counts),
             out_of_range=dict(out_of_range or {}),
             missing_values=dict(missing_values or {}),
+            bins={k: tuple(int(x) for x in v) for k, v in (bins or {}).items()},
         )
 
     def merge(self, other: ScoringSummary) -> ScoringSummary:
@@ -643,6 +711,17 @@ class ScoringSummary:
             histogram=tuple(a + b for a, b in zip(self.histogram, other.histogram, strict=True)),
             out_of_range=_merge_counts(self.out_of_range, other.out_of_range),
             missing_values=_merge_counts(self.missing_values, other.missing_values),
+            bins={
+                k: tuple(
+                    a + b
+                    for a, b in zip(
+                        self.bins.get(k, (0,) * len(v)),
+                        other.bins.get(k, (0,) * len(v)),
+                        strict=True,
+                    )
+                )
+                for k, v in {**self.bins, **other.bins}.items()
+            },
         )
 
     @property

@@ -14,10 +14,11 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from mlplatform.core.plots import probability_histogram_png
+from mlplatform.core.plots import drift_png, probability_histogram_png
 from mlplatform.core.serving import (
     ServingInputError,
     TrainingReference,
+    drift_report,
     pipeline_threshold,
 )
 from mlplatform.defs.common import DATASET, INFERENCE, image_md
@@ -27,6 +28,9 @@ from mlplatform.resources.batch_scoring import DEFAULT_BATCH_ROWS, score_dataset
 from mlplatform.resources.feature_store import FeatureStore
 from mlplatform.resources.mlflow_registry import MlflowRegistry, ModelVersionRef
 from mlplatform.resources.predictions import PredictionStore
+
+# PSI above 0.2 is the usual "significant shift" rule of thumb
+PSI_THRESHOLD = 0.2
 
 
 class ScoringConfig(dg.Config):
@@ -142,7 +146,19 @@ def batch_predictions(
                 ),
             }
         )
+        drift = drift_report(summary.bins, reference, psi_threshold=PSI_THRESHOLD)
+        drift_path = prediction_store.write_drift(key, ref.version, drift)
+        drifted = drift.loc[drift["drifted"], "feature"].tolist()
+        if drifted:
+            context.log.warning(f"batch {key}: features drifted from training: {drifted}")
+        metadata[f"{prefix}drifted_features"] = ", ".join(drifted) or "none"
         if not prefix:
+            metadata["drift"] = dg.MetadataValue.md(drift.to_markdown(index=False, floatfmt=".4g"))
+            metadata["drift_plot"] = image_md(
+                drift_png(drift["feature"].tolist(), drift["psi"].tolist(), PSI_THRESHOLD),
+                "PSI per feature",
+            )
+            metadata["drift_report"] = dg.MetadataValue.path(str(drift_path))
             metadata["decision_threshold"] = threshold
             metadata["probability_histogram"] = image_md(
                 probability_histogram_png(summary.histogram, threshold),

@@ -49,6 +49,7 @@ from mlplatform.core.serving import (
     ServingInputError,
     TrainingReference,
     check_serving_input,
+    feature_bin_counts,
     missing_value_counts,
     out_of_range_counts,
     score_batch,
@@ -339,6 +340,7 @@ def score_dataset(
                         predictions,
                         out_of_range_counts(frame, reference),
                         missing_value_counts(frame, reference.features),
+                        feature_bin_counts(frame, reference),
                     )
                 )
             writer.close()

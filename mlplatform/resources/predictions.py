@@ -41,6 +41,20 @@ class PredictionStore(dg.ConfigurableResource):
         ]
         return sorted(parts, key=lambda p: (p.stat().st_mtime, str(p)))
 
+    def write_drift(self, batch: str, version: str, report: pd.DataFrame) -> Path:
+        """Store a scoring run's per-feature drift report (read by monitoring and sensors)."""
+        target = Path(self.root) / "_monitoring" / f"{batch}__v{version}__drift.parquet"
+        return write_parquet_atomic(report, target)
+
+    def drift_reports(self) -> pd.DataFrame:
+        """Every stored drift report, with its batch and model version."""
+        folder = Path(self.root) / "_monitoring"
+        frames = []
+        for p in sorted(folder.glob("*__drift.parquet")) if folder.is_dir() else []:
+            batch, version, _ = p.name.split("__")
+            frames.append(pd.read_parquet(p).assign(batch=batch, model_version=version[1:]))
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
     def read(self, batch: str, version: str) -> pd.DataFrame:
         """The predictions of ``batch`` by model ``version``."""
         return pd.read_parquet(self.batch_dir(batch) / f"v{version}")

@@ -357,3 +357,35 @@ def test_empty_summary() -> None:
     assert empty.rows == 0
     assert empty.positive_rate == 0.0
     assert sum(empty.histogram) == 0
+
+
+def test_bin_counts_and_drift_report_find_a_shifted_feature_only() -> None:
+    from mlplatform.core.serving import drift_report, feature_bin_counts
+
+    # two random halves of one sample: the same distribution (the generator's
+    # temperatures are random walks, so separate samples differ for real)
+    whole = _drift_frame(seed=1)
+    order = np.random.default_rng(0).permutation(len(whole))
+    train, other = whole.iloc[order[:4000]], whole.iloc[order[4000:]]
+    reference = TrainingReference.from_frame(train, AI4I)
+    same = feature_bin_counts(other, reference)
+    assert sum(same["torque_nm"]) == len(other)
+    assert len(same["type"]) == len(reference.categorical["type"].categories) + 1
+    calm = drift_report(same, reference)
+    assert not calm["drifted"].any()
+    assert (calm["psi"] < 0.1).all()
+
+    moved = other.copy()
+    moved["torque_nm"] += 15.0
+    report = drift_report(feature_bin_counts(moved, reference), reference).set_index("feature")
+    assert report.loc["torque_nm", "drifted"]
+    assert report.loc["torque_nm", "psi"] > 0.2
+    assert report.loc["torque_nm", "p_value"] < 1e-6
+    assert not report.loc["air_temperature_k", "drifted"]
+
+
+def _drift_frame(seed: int) -> pd.DataFrame:
+    from mlplatform.core.ingest import type_and_validate
+
+    raw = generate_ai4i(8000, seed=seed, start_udi=1 + seed * 10_000)
+    return build_feature_table(type_and_validate(raw, AI4I, "drift.csv").valid, AI4I)

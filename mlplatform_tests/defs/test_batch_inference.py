@@ -136,3 +136,30 @@ def test_out_of_range_values_are_scored_and_flagged(resources: dict[str, Any]) -
     metadata = event.materialization.metadata
     assert metadata["rows"].value == 50
     assert metadata["out_of_range"].value["torque_nm"] == 50
+
+
+def test_drift_is_reported_per_feature_and_stored(resources: dict[str, Any]) -> None:
+    instance, _ = _trained(resources)
+    store: PredictionStore = resources["prediction_store"]
+    baseline = store.drift_reports()
+    assert set(baseline["feature"]) == set(DATASET.model_features)
+    assert not baseline["drifted"].any()  # the training batch itself does not drift
+
+    shifted = generate_ai4i(2000, seed=64, start_udi=50_001)
+    shifted["Air temperature [K]"] += 4.0  # a warmer hall
+    shifted["Process temperature [K]"] += 4.0
+    resources["landing"].drop(shifted, "warm.csv")
+    ingested = materialize_all(resources, selection=["raw_observations"], instance=instance)
+    new_key = str(ingested.ingest[0].dagster_run.tags["dagster/partition"])
+    [scoring] = score_batches(resources, instance, [new_key])
+    assert scoring.success
+    report = store.drift_reports()
+    warm = report[report["batch"] == new_key].set_index("feature")
+    assert warm.loc["air_temperature_k", "drifted"]
+    assert warm.loc["process_temperature_k", "drifted"]
+    assert warm.loc["air_temperature_k", "psi"] > 0.2
+    assert not warm.loc["type", "drifted"]
+    [event] = scoring.get_asset_materialization_events()
+    metadata = event.materialization.metadata
+    assert "air_temperature_k" in metadata["drifted_features"].value
+    assert "PSI per feature" in metadata["drift_plot"].value

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-import dagster as dg
 import pytest
 
 from mlplatform.core.models import TrainedModel
 from mlplatform.core.split import SPLIT_COLUMN
-from mlplatform_tests.defs.helpers import land_sample, materialize_all
+from mlplatform_tests.defs.helpers import LifecycleResult, land_sample, materialize_all
 
-UP_TO_CANDIDATE = dg.AssetSelection.assets("candidate_model").upstream()
+# the landed file's ingestion, then the feature table, the split and the candidate
+UP_TO_CANDIDATE = ["raw_observations", "feature_table", "train_test_split", "candidate_model"]
 
 
 def _training(**config: Any) -> dict[str, Any]:
     return {"ops": {"candidate_model": {"config": config}}}
 
 
-def _candidate_metadata(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
+def _candidate_metadata(result: LifecycleResult) -> dict[str, Any]:
     [event] = [
         e
         for e in result.get_asset_materialization_events()

@@ -25,6 +25,7 @@ def test_first_run_ends_with_champion_and_predictions(resources: dict[str, Any])
     land_sample(resources, 4000, seed=11)
     result = materialize_all(resources, LENIENT)
     assert result.success
+    assert len(result.ingest) == 1  # the landed file was ingested in a run of its own
     assert _materialized(result) == {
         "raw_observations",
         "feature_table",
@@ -76,11 +77,12 @@ def test_evaluation_metadata_has_metrics_and_plots(resources: dict[str, Any]) ->
         for e in result.get_asset_materialization_events()
         if e.asset_key and e.asset_key.to_user_string() == "model_evaluation"
     ]
-    metadata = event.materialization.metadata
+    metadata = {k: v.value for k, v in event.materialization.metadata.items()}
     for key in ("recall", "precision", "f1", "roc_auc", "pr_auc"):
-        assert 0.0 <= metadata[key].value <= 1.0
-    assert "data:image/png;base64," in metadata["confusion_matrix_plot"].value
-    assert "data:image/png;base64," in metadata["precision_recall_plot"].value
+        value = metadata[key]
+        assert isinstance(value, float) and 0.0 <= value <= 1.0
+    assert "data:image/png;base64," in str(metadata["confusion_matrix_plot"])
+    assert "data:image/png;base64," in str(metadata["precision_recall_plot"])
 
 
 def test_failing_gate_leaves_champion_unchanged(resources: dict[str, Any]) -> None:
@@ -95,8 +97,10 @@ def test_failing_gate_leaves_champion_unchanged(resources: dict[str, Any]) -> No
     failed = materialize_all(resources, gate_config(min_recall=0.999))
     # loud: the blocking check fails the run, and promotion and scoring do not run
     assert not failed.success
-    [check] = failed.get_asset_check_evaluations()
-    assert check.check_name == "recall_gate" and not check.passed
+    assert [r.success for r in failed.ingest] == [True]  # the new data was stored
+    assert failed.main is not None and not failed.main.success
+    checks = {c.check_name: c.passed for c in failed.get_asset_check_evaluations()}
+    assert {name for name, passed in checks.items() if not passed} == {"recall_gate"}
     assert registry.champion() == first
     assert [v.version for v in registry.versions()] == ["1", "2"]
     assert registry.version_tags(registry.versions()[1])["gate.passed"] == "false"

@@ -40,11 +40,18 @@ from mlplatform.resources.mlflow_registry import (
     MlflowRegistry,
     ModelVersionRef,
 )
-from mlplatform_tests.defs.helpers import LENIENT, gate_config, land_sample, materialize_all
+from mlplatform_tests.defs.helpers import (
+    DOWNSTREAM,
+    INGESTION_ASSET,
+    LENIENT,
+    gate_config,
+    land_sample,
+    materialize_all,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 # The lifecycle without scoring: inference is not under test here.
-UP_TO_CHAMPION = dg.AssetSelection.all() - dg.AssetSelection.assets("batch_predictions")
+UP_TO_CHAMPION = [INGESTION_ASSET, *(a for a in DOWNSTREAM if a != "batch_predictions")]
 
 
 def _register(registry: MlflowRegistry, *, gate_passed: bool = True) -> ModelVersionRef:
