@@ -181,18 +181,21 @@ def test_main_command_leaves_champion_metrics_and_predictions(state: Path) -> No
     assert not list((state / "rejected").iterdir())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: batch_predictions scores newest_rows (core/scoring.py), the rows of the "
-    "newest ingested_at; every batch now has its own ingestion time, so a run scores its "
-    "last batch (the 2,000 SQL rows) and never the 8,000 rows of its landed file",
-)
-def test_main_command_scores_every_row_its_run_generated(state: Path) -> None:
-    frame = _latest_predictions(state)
-    ids = frame["entity_id"]
-    # one run's 10,000 generated rows (the second run's, or the first's if its gate failed)
-    assert len(frame) == 10_000
-    assert ids.is_unique and ids.max() - ids.min() == 9_999 and ids.min() % 10_000 == 1
+def test_main_command_scores_every_row_its_runs_generated(state: Path) -> None:
+    predictions = state / "predictions"
+    parts = [
+        p
+        for p in predictions.rglob("*.parquet")
+        if not any(x.startswith((".", "_")) for x in p.relative_to(predictions).parts)
+    ]
+    frame = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    # every batch of both runs (2 files, 2 SQL pulls) scored once: 20,000 generated rows
+    assert len(frame) == 20_000
+    assert frame["entity_id"].is_unique
+    assert sorted(frame["entity_id"]) == list(range(1, 20_001))
+    batches = sorted(p.name for p in predictions.iterdir() if not p.name.startswith("_"))
+    assert len(batches) == 4
+    assert sum(b.startswith("sql-machines-") for b in batches) == 2
 
 
 def test_gate_failure_exits_3_and_keeps_champion(state: Path) -> None:

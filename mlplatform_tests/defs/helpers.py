@@ -9,7 +9,7 @@ import dagster as dg
 
 from mlplatform.core.generator import generate_ai4i
 from mlplatform.defs import evaluation, features, inference, ingestion, registry, training
-from mlplatform.defs.ingestion import register_new_batches
+from mlplatform.defs.ingestion import SOURCE_BATCHES_NAME, register_new_batches
 from mlplatform.resources.landing import LandingArea
 
 MODULES = [ingestion, features, training, evaluation, registry, inference]
@@ -113,6 +113,10 @@ def score_batches(
     run_config: dict[str, Any] | None = None,
 ) -> list[dg.ExecuteInProcessResult]:
     """Score each source batch in its own run (as ``mlplatform run`` does after training)."""
+    known = set(instance.get_dynamic_partitions(SOURCE_BATCHES_NAME))
+    missing = [k for k in keys if k not in known]
+    if missing:
+        instance.add_dynamic_partitions(SOURCE_BATCHES_NAME, missing)
     return [
         dg.materialize(
             ASSETS,

@@ -58,6 +58,8 @@ def test_first_run_ends_with_champion_and_predictions(resources: dict[str, Any])
     assert seen == set(AI4I.model_features)
     assert not seen & set(AI4I.excluded_from_model)
 
+    # the new batch was scored in a run of its own, after training
+    assert len(result.score) == 1 and result.score[0].success
     files = resources["prediction_store"].files()
     assert len(files) == 1
     predictions = pd.read_parquet(files[0])
@@ -95,7 +97,7 @@ def test_failing_gate_leaves_champion_unchanged(resources: dict[str, Any]) -> No
 
     land_sample(resources, 3000, seed=14, start_udi=3001)
     failed = materialize_all(resources, gate_config(min_recall=0.999))
-    # loud: the blocking check fails the run, and promotion and scoring do not run
+    # loud: the blocking check fails the run, and promotion does not run
     assert not failed.success
     assert [r.success for r in failed.ingest] == [True]  # the new data was stored
     assert failed.main is not None and not failed.main.success
@@ -104,7 +106,11 @@ def test_failing_gate_leaves_champion_unchanged(resources: dict[str, Any]) -> No
     assert registry.champion() == first
     assert [v.version for v in registry.versions()] == ["1", "2"]
     assert registry.version_tags(registry.versions()[1])["gate.passed"] == "false"
-    assert len(predictions.files()) == 1
+    # the new batch is still scored: by the unchanged champion, version 1
+    assert [r.success for r in failed.score] == [True]
+    assert len(predictions.files()) == 2
+    newest = pd.read_parquet(predictions.files()[-1])
+    assert set(newest["model_version"]) == {"1"} and len(newest) == 3000
 
     # automation may materialize promotion regardless of blocking checks (dagster#17332):
     # the promotion step reads the failed decision itself and does not move the alias
