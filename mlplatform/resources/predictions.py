@@ -30,14 +30,15 @@ class PredictionStore(dg.ConfigurableResource):
         return Path(self.root) / batch
 
     def files(self) -> list[Path]:
-        """Every published prediction part, oldest first (hidden folders skipped)."""
+        """Every published prediction part, oldest first (``.`` and ``_`` folders skipped)."""
         root = Path(self.root)
         if not root.is_dir():
             return []
         parts = [
             p
             for p in root.rglob("*.parquet")
-            if not any(x.startswith((".", TMP_PREFIX)) for x in p.relative_to(root).parts)
+            # hidden: a run still writing (.tmp-), reports beside the predictions (_monitoring)
+            if not any(x.startswith((".", "_", TMP_PREFIX)) for x in p.relative_to(root).parts)
         ]
         return sorted(parts, key=lambda p: (p.stat().st_mtime, str(p)))
 
