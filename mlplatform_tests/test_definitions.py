@@ -95,7 +95,8 @@ def test_ingestion_is_partitioned_by_source_batch(defs: dg.Definitions) -> None:
         for key in graph.get_all_asset_keys()
         if graph.get(key).partitions_def is not None
     }
-    assert partitioned == {"raw_observations"}
+    # ingestion and scoring run per source batch; everything between is one table
+    assert partitioned == {"raw_observations", "batch_predictions"}
     assert graph.get(dg.AssetKey("raw_observations")).partitions_def == SOURCE_BATCHES
     assert SOURCE_BATCHES.name == "source_batches"
 
@@ -115,9 +116,13 @@ def test_jobs_split_ingestion_from_training(defs: dg.Definitions) -> None:
     # one run per batch ingests it; training reads the store and never ingests
     assert selected("ingest") == {"raw_observations"}
     assert defs.resolve_job_def("ingest").partitions_def is not None
-    assert selected("train_and_score") == set(EXPECTED_GROUPS) - {"raw_observations"}
+    assert selected("train_and_score") == set(EXPECTED_GROUPS) - {
+        "raw_observations",
+        "batch_predictions",
+    }
     assert defs.resolve_job_def("train_and_score").partitions_def is None
     assert selected("batch_inference") == {"batch_predictions"}
+    assert defs.resolve_job_def("batch_inference").partitions_def is not None
 
 
 def test_sensor_ingests_new_batches_when_turned_on(defs: dg.Definitions) -> None:
