@@ -21,10 +21,6 @@ class PredictionStore(dg.ConfigurableResource):
 
     root: str
 
-    def write(self, predictions: pd.DataFrame, name: str) -> Path:
-        """Store ``predictions`` as ``<root>/<name>.parquet``; returns the path."""
-        return write_parquet_atomic(predictions, Path(self.root) / f"{name}.parquet")
-
     def batch_dir(self, batch: str) -> Path:
         """The folder of one source batch's predictions (one sub-folder per model version)."""
         return Path(self.root) / batch
