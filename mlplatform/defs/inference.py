@@ -7,11 +7,13 @@ comparison). Rows are streamed from the stored batch in record batches; memory d
 not grow with the batch's size.
 """
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
+import pandas as pd
 from pydantic import Field
 
 from mlplatform.core.plots import drift_png, probability_histogram_png
@@ -145,6 +147,26 @@ def batch_predictions(
                     str(prediction_store.batch_dir(key) / f"v{ref.version}")
                 ),
             }
+        )
+        totals = summary.as_dict()
+        prediction_store.write_summary(
+            key,
+            ref.version,
+            pd.DataFrame(
+                {
+                    "batch": [key],
+                    "model_version": [ref.version],
+                    "role": [role],
+                    "dagster_run_id": [context.run.run_id],
+                    "scored_at": [pd.Timestamp(scored_at)],
+                    "rows": [summary.rows],
+                    "positives": [summary.positives],
+                    "positive_rate": [summary.positive_rate],
+                    "probability_histogram": [list(summary.histogram)],
+                    "out_of_range": [json.dumps(totals["out_of_range"])],
+                    "missing_values": [json.dumps(totals["missing_values"])],
+                }
+            ),
         )
         drift = drift_report(summary.bins, reference, psi_threshold=PSI_THRESHOLD)
         drift_path = prediction_store.write_drift(key, ref.version, drift)

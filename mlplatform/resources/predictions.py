@@ -43,6 +43,18 @@ class PredictionStore(dg.ConfigurableResource):
         target = Path(self.root) / "_monitoring" / f"{batch}__v{version}__drift.parquet"
         return write_parquet_atomic(report, target)
 
+    def write_summary(self, batch: str, version: str, summary: pd.DataFrame) -> Path:
+        """Store a scoring run's totals (rows, positive rate, probability histogram)."""
+        target = Path(self.root) / "_monitoring" / f"{batch}__v{version}__summary.parquet"
+        return write_parquet_atomic(summary, target)
+
+    def summaries(self) -> pd.DataFrame:
+        """Every stored scoring summary, one row per (batch, model version)."""
+        folder = Path(self.root) / "_monitoring"
+        paths = sorted(folder.glob("*__summary.parquet")) if folder.is_dir() else []
+        frames = [pd.read_parquet(p) for p in paths]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
     def drift_reports(self) -> pd.DataFrame:
         """Every stored drift report, with its batch and model version."""
         folder = Path(self.root) / "_monitoring"

@@ -163,3 +163,8 @@ def test_drift_is_reported_per_feature_and_stored(resources: dict[str, Any]) -> 
     metadata = event.materialization.metadata
     assert "air_temperature_k" in metadata["drifted_features"].value
     assert "PSI per feature" in metadata["drift_plot"].value
+    # the run's totals are stored beside the drift report
+    summaries = store.summaries().set_index("batch")
+    assert summaries.loc[new_key, "rows"] == 2000
+    assert summaries.loc[new_key, "rows"] == sum(summaries.loc[new_key, "probability_histogram"])
+    assert 0 <= summaries.loc[new_key, "positive_rate"] <= 1
