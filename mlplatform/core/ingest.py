@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 from mlplatform.core.expectations import (
     DUPLICATE_REASON,
     UNIQUE_EXPECTATION,
+    FailedExpectation,
     ValidationSummary,
     row_expectations,
     validate,
@@ -400,10 +401,53 @@ def type_and_validate(
         rows_landed=n,
         validation=ValidationSummary(
             expectations_run=summary.expectations_run,
-            failed=summary.failed,
+            failed=_typing_failures(problem_frames, spec)
+            + _without_typed_nulls(summary, type_bad, spec),
             rows_checked=summary.rows_checked,
         ),
     )
+
+
+def _typing_failures(frames: list[pd.DataFrame], spec: DatasetSpec) -> list[FailedExpectation]:
+    """Typing failures as failed type expectations, one per column (GX never saw them)."""
+    typing = [f[f["expectation"] == TYPE_EXPECTATION] for f in frames]
+    typing = [f for f in typing if not f.empty]
+    if not typing:
+        return []
+    rows = pd.concat(typing, ignore_index=True)
+    names = spec.source_to_name
+    return [
+        FailedExpectation(
+            TYPE_EXPECTATION,
+            names.get(str(column), str(column)),
+            len(group),
+            group["value"].astype(str).head(5).tolist(),
+            ", ".join(sorted(group["reason"].unique())),
+        )
+        for column, group in rows.groupby("column", sort=True)
+    ]
+
+
+def _without_typed_nulls(
+    summary: ValidationSummary, type_bad: set[tuple[int, str]], spec: DatasetSpec
+) -> list[FailedExpectation]:
+    """GX's failures, minus not-null counts that are only values typing already rejected."""
+    if not type_bad:
+        return list(summary.failed)
+    names = spec.source_to_name
+    bad_by_column: dict[str, int] = {}
+    for _, column in type_bad:
+        name = names.get(column, column)
+        bad_by_column[name] = bad_by_column.get(name, 0) + 1
+    out = []
+    for f in summary.failed:
+        if f.expectation == "expect_column_values_to_not_be_null" and f.column is not None:
+            remaining = f.unexpected_count - bad_by_column.get(f.column, 0)
+            if remaining <= 0:
+                continue
+            f = FailedExpectation(f.expectation, f.column, remaining, f.sample, f.observed)
+        out.append(f)
+    return out
 
 
 def _value_at(raw_values: dict[str, pa.Array], name: str, i: int) -> str:

@@ -643,3 +643,18 @@ def test_arrow_table_input_is_typed_and_validated() -> None:
     ]  # fmt: skip
     assert _dtypes(batch.valid) == DECLARED_DTYPES
     assert batch.valid["product_id"].tolist() == generated["Product ID"].drop(index=4).tolist()
+
+
+def test_validation_summary_reports_typing_failures_once() -> None:
+    raw = raw_text(50, seed=9)
+    raw.loc[3, "Rotational speed [rpm]"] = "fast"
+    raw.loc[5, "Torque [Nm]"] = "-5"
+    raw.loc[6, "Torque [Nm]"] = ""
+    batch = type_and_validate(raw, AI4I, SOURCE)
+    assert batch.validation is not None
+    failed = {(f.expectation, f.column): f.unexpected_count for f in batch.validation.failed}
+    assert failed == {
+        (TYPE_EXPECTATION, "rotational_speed_rpm"): 1,  # "fast": not a number
+        ("expect_column_values_to_not_be_null", "torque_nm"): 1,  # the empty cell
+        (BETWEEN, "torque_nm"): 1,  # -5 Nm
+    }
