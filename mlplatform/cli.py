@@ -14,6 +14,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -112,16 +113,10 @@ def _ingest(paths: StatePaths, defs: Any, instance: Any) -> tuple[list[str], lis
         print("no new source batches")
     for plan in found.retry:
         print(f"retrying {plan.label} ({plan.key}): planned earlier, never stored")
-    job = defs.resolve_job_def(INGEST)
     rejected = []
     ingested = []
-    for plan in found.to_ingest:
-        result = job.execute_in_process(
-            instance=instance,
-            partition_key=plan.key,
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-            raise_on_error=False,
-        )
+    runs = _run_partitions(defs, instance, INGEST, [p.key for p in found.to_ingest])
+    for plan, result in zip(found.to_ingest, runs, strict=True):
         if result.success:
             ingested.append(plan.key)
             meta = _materialization_metadata(result, "raw_observations")
@@ -146,19 +141,26 @@ def _ingest(paths: StatePaths, defs: Any, instance: Any) -> tuple[list[str], lis
     return ingested, rejected + [f"source {e}" for e in found.errors]
 
 
-def _score(defs: Any, instance: Any, keys: list[str]) -> bool:
-    """Score each newly ingested batch with the champion, one run each; False on a failure."""
-    from mlplatform.defs.jobs import BATCH_INFERENCE
-
-    job = defs.resolve_job_def(BATCH_INFERENCE)
-    ok = True
+def _run_partitions(defs: Any, instance: Any, job_name: str, keys: list[str]) -> Iterator[Any]:
+    """One in-process run of ``job_name`` per partition key, in order, never raising."""
+    job = defs.resolve_job_def(job_name)
     for key in keys:
-        result = job.execute_in_process(
+        yield job.execute_in_process(
             instance=instance,
             partition_key=key,
             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
             raise_on_error=False,
         )
+
+
+def _score(defs: Any, instance: Any, keys: list[str]) -> bool:
+    """Score each newly ingested batch with the champion, one run each; False on a failure."""
+    from mlplatform.defs.jobs import BATCH_INFERENCE
+
+    ok = True
+    for key, result in zip(
+        keys, _run_partitions(defs, instance, BATCH_INFERENCE, keys), strict=True
+    ):
         meta = _materialization_metadata(result, "batch_predictions")
         if not result.success:
             ok = False
