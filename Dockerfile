@@ -1,8 +1,9 @@
 # syntax=docker/dockerfile:1
-# The user-code image: a Dagster gRPC code server for the `mlplatform.definitions`
+# The platform image: a Dagster gRPC code server for the `mlplatform.definitions`
 # code location (the module workspace.yaml names). A webserver/daemon elsewhere
 # loads it with `grpc_server: {host: ..., port: 4000}`; with dagster-docker's run
-# launcher the runs themselves also start in this image.
+# launcher the runs themselves also start in this image. deploy/docker-compose.yaml
+# runs its webserver, daemon and MLflow server from it too (one set of versions).
 #
 # Two stages: the builder has uv, the runtime stage only Python, the venv and the
 # code, so uv and anything it leaves behind never ship.
@@ -37,6 +38,7 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 # finds the instance settings (dagster.yaml) beside the package, at /app, and
 # workspace.yaml's working_directory `.` is /app.
 COPY README.md workspace.yaml dagster.yaml ./
+COPY deploy/dagster.yaml deploy/workspace.yaml ./deploy/
 COPY mlplatform/ ./mlplatform/
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev \
@@ -57,14 +59,21 @@ ENV MLPLATFORM_HOME=/var/lib/mlplatform \
     DAGSTER_HOME=/var/lib/mlplatform/dagster_home \
     PATH=/app/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    GX_ANALYTICS_ENABLED=false
+    GX_ANALYTICS_ENABLED=false \
+    MLFLOW_ENABLE_TELEMETRY=false \
+    DO_NOT_TRACK=1
 
-# Venv and code stay root-owned (read-only to the server); only the state folder
-# belongs to the runtime user. Its settings are the checkout's dagster.yaml, as
+# Venv and code stay root-owned (read-only to the server); only the state folders
+# belong to the runtime user. The local settings are the checkout's dagster.yaml, as
 # `mlplatform` would copy them there. Mount a volume at MLPLATFORM_HOME to keep state.
+# Production (deploy/docker-compose.yaml) sets DAGSTER_HOME=/opt/dagster/home, whose
+# dagster.yaml is deploy/dagster.yaml; its MLflow server keeps artifacts in a volume
+# at /var/lib/mlflow (created here so the volume belongs to the runtime user).
 COPY --from=builder /app /app
-RUN install -d -o mlplatform -g mlplatform -m 0750 "$MLPLATFORM_HOME" "$DAGSTER_HOME" \
-    && install -o mlplatform -g mlplatform -m 0640 /app/dagster.yaml "$DAGSTER_HOME/dagster.yaml"
+RUN install -d -o mlplatform -g mlplatform -m 0750 \
+       "$MLPLATFORM_HOME" "$DAGSTER_HOME" /opt/dagster/home /var/lib/mlflow \
+    && install -o mlplatform -g mlplatform -m 0640 /app/dagster.yaml "$DAGSTER_HOME/dagster.yaml" \
+    && ln -s /app/deploy/dagster.yaml /opt/dagster/home/dagster.yaml
 
 WORKDIR /app
 # Numeric, so the runtime (e.g. Kubernetes' runAsNonRoot) can tell it is not root.

@@ -4,7 +4,11 @@ Every command works on the state folder named by ``MLPLATFORM_HOME`` (default
 ``./data``), with ``DAGSTER_HOME`` inside it, so ``mlplatform ui`` shows exactly
 the runs and materializations that ``mlplatform run`` made. ``rollback`` and
 ``promote`` change the champion alias through the same code path as the pipeline,
-and every change is in the promotion ledger (``mlplatform ledger``).
+and every change is in the promotion ledger (``mlplatform ledger``). Runs started
+here carry the run tag ``mlplatform/trigger=manual``.
+
+A wrong name, version or path is reported as one ``error:`` line on stderr with
+exit code 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlplatform.paths import HOME_ENV, StatePaths
+from mlplatform.settings import DATASET_ENV
 
 if TYPE_CHECKING:
     from mlplatform.core.ledger import LedgerEntry
@@ -37,6 +42,18 @@ EXIT_USAGE = 2
 EXIT_GATE_FAILED = 3
 EXIT_INPUT_REJECTED = 4
 
+DEFAULT_SAMPLE_ROWS = 10_000
+
+
+class CliError(Exception):
+    """A mistake the operator can fix (a wrong name, version or path): shown without traceback."""
+
+
+def _manual_tags() -> dict[str, str]:
+    from mlplatform.core.triggers import Trigger
+
+    return Trigger.MANUAL.tags()
+
 
 def _instance_yaml() -> Path:
     """The local instance settings: the checkout's ``dagster.yaml``, else the packaged copy."""
@@ -48,10 +65,17 @@ def _instance_yaml() -> Path:
 
 def prepare_state(paths: StatePaths) -> None:
     """Create the state folders and point ``DAGSTER_HOME`` at the one inside them."""
-    paths.ensure()
+    if paths.root.exists() and not paths.root.is_dir():
+        raise CliError(f"{HOME_ENV}={paths.root} is a file, not a state folder")
+    try:
+        paths.ensure()
+    except OSError as exc:
+        raise CliError(f"cannot use the state folder {HOME_ENV}={paths.root}: {exc}") from exc
     os.environ[HOME_ENV] = str(paths.root)
     os.environ["DAGSTER_HOME"] = str(paths.dagster_home)
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    # progress bars of artifact downloads would clutter every command's output
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     target = paths.dagster_home / "dagster.yaml"
     source = _instance_yaml()
     if not target.exists() or target.read_bytes() != source.read_bytes():
@@ -63,9 +87,16 @@ def _generate(paths: StatePaths, rows: int, seed: int | None) -> list[str]:
     import pandas as pd
 
     from mlplatform.core.generator import generate_ai4i
+    from mlplatform.core.schema import AI4I
     from mlplatform.defs.common import DATASET
     from mlplatform.defs.resources import SQL_EVENT_TIME, SQL_TABLE, SQL_WATERMARK
     from mlplatform.resources.sample_data import max_entity_id, write_sql_readings
+
+    if DATASET is not AI4I:
+        raise CliError(
+            f"the sample generator makes AI4I 2020 rows, but the dataset is {DATASET.name!r} "
+            f"(from {_dataset_env()}): drop your own files into landing/ and use --rows 0"
+        )
 
     resources_ = _resources(paths)
     store: FeatureStore = resources_["feature_store"]
@@ -149,6 +180,7 @@ def _run_partitions(defs: Any, instance: Any, job_name: str, keys: list[str]) ->
             instance=instance,
             partition_key=key,
             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            tags=_manual_tags(),
             raise_on_error=False,
         )
 
@@ -210,12 +242,42 @@ def _run_config(args: argparse.Namespace) -> dict[str, Any]:
     return config
 
 
+def _dataset_env() -> str:
+    return f"{DATASET_ENV}={os.environ.get(DATASET_ENV, '')}"
+
+
+def _check_run_args(args: argparse.Namespace) -> None:
+    """Reject a wrong candidate name or an impossible threshold before anything runs."""
+    from mlplatform.core.models import CANDIDATES
+
+    if args.model is not None and args.model not in CANDIDATES:
+        raise CliError(
+            f"unknown candidate {args.model!r}; choose from {', '.join(sorted(CANDIDATES))}"
+        )
+    if args.threshold is not None and not 0.0 < args.threshold < 1.0:
+        raise CliError(f"--threshold must be between 0 and 1 (exclusive), got {args.threshold}")
+    for flag, value in (("--min-recall", args.min_recall), ("--min-precision", args.min_precision)):
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise CliError(f"{flag} must be between 0 and 1, got {value}")
+    if args.rows is not None and args.rows < 0:
+        raise CliError(f"--rows must be 0 or more, got {args.rows}")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Generate a sample batch (unless told not to) and materialize the whole graph."""
+    from mlplatform.core.schema import AI4I
+    from mlplatform.defs.common import DATASET
+
+    _check_run_args(args)
     paths = StatePaths.from_env()
     prepare_state(paths)
-    if args.rows > 0:
-        for written in _generate(paths, args.rows, args.seed):
+    rows = args.rows
+    if rows is None:  # sample data only where the generator fits the dataset
+        rows = DEFAULT_SAMPLE_ROWS if DATASET is AI4I else 0
+        if DATASET is not AI4I:
+            print(f"dataset {DATASET.name!r}: no sample data generated (using landing/ as is)")
+    if rows > 0:
+        for written in _generate(paths, rows, args.seed):
             print(f"generated sample rows -> {written}")
 
     import dagster as dg
@@ -229,7 +291,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     with dg.DagsterInstance.get() as instance:
         ingested, rejected = _ingest(paths, defs, instance)
         result = job.execute_in_process(
-            instance=instance, run_config=_run_config(args), raise_on_error=False
+            instance=instance,
+            run_config=_run_config(args),
+            tags=_manual_tags(),
+            raise_on_error=False,
         )
         # new data is scored by whichever model is champion now (a failed gate leaves
         # the previous champion serving)
@@ -466,6 +531,184 @@ def cmd_promote(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _gate_lines(tags: dict[str, str]) -> list[str]:
+    """The gate decision recorded on a model version, one line per criterion."""
+    import json
+
+    from mlplatform.core.gate import Criterion
+    from mlplatform.defs.registry import GATE_DECISION_TAG
+
+    raw = tags.get(GATE_DECISION_TAG)
+    if raw is None:
+        return ["gate:          no decision recorded on this version"]
+    decision = json.loads(raw)
+    head = "PASSED" if decision["passed"] else "FAILED"
+    rule = " (no champion yet: absolute criteria only)" if decision.get("first_model") else ""
+    lines = [f"gate:          {head}{rule}"]
+    lines += [f"  {Criterion(**c).describe()}" for c in decision["criteria"]]
+    return lines
+
+
+def cmd_champion(args: argparse.Namespace) -> int:
+    """Print the champion (or ``--version``): its candidate, metrics and gate decision."""
+    from mlplatform.defs.registry import CANDIDATE_TAG, GATE_PASSED_TAG
+
+    paths = StatePaths.from_env()
+    prepare_state(paths)
+    registry, ledger = _champion_control(paths)
+    _reconcile(registry, ledger)
+    champion = registry.champion()
+    if args.version is not None:
+        ref = _version(registry, args.version)
+    elif champion is None:
+        known = ", ".join(r.version for r in registry.versions()) or "none"
+        print(
+            f"no champion yet for {registry.model_name!r} (registered versions: {known}); a "
+            "version becomes champion when it passes the gate, or by `mlplatform promote`"
+        )
+        return EXIT_OK
+    else:
+        ref = champion
+    tags = registry.version_tags(ref)
+    metrics = registry.run_metrics(ref)
+    is_champion = champion is not None and champion.version == ref.version
+    alias = f" (= @{registry.champion_alias})" if is_champion else " (not the champion)"
+    print(
+        f"{'champion:' if is_champion else 'version:':<15}models:/{ref.name}/{ref.version}{alias}"
+    )
+    print(f"candidate:     {tags.get(CANDIDATE_TAG, 'not recorded')}")
+    print(f"MLflow run:    {ref.run_id}")
+    print(f"Dagster run:   {tags.get('dagster_run_id', 'not recorded')}")
+    shown = ("recall", "precision", "f1", "roc_auc", "pr_auc")
+    print("test metrics:  " + ", ".join(f"{k} {metrics[k]:.4f}" for k in shown if k in metrics))
+    for line in _gate_lines(tags):
+        print(line)
+    if tags.get(GATE_PASSED_TAG) == "false" and is_champion:
+        print("note:          champion by an operator override (its gate failed)")
+    entries = [e for e in ledger.entries(registry.model_name) if e.to_version == ref.version]
+    for entry in entries:
+        print(f"ledger:        {_describe_entry(entry, reason_chars=100)}")
+    return EXIT_OK
+
+
+def _version(registry: MlflowRegistry, version: str) -> Any:
+    try:
+        return registry.get_version(version)
+    except LookupError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
+    """Print every registered version: candidate, test metrics, gate verdict, champion mark."""
+    from tabulate import tabulate
+
+    from mlplatform.defs.registry import CANDIDATE_TAG, GATE_PASSED_TAG
+
+    paths = StatePaths.from_env()
+    prepare_state(paths)
+    registry, ledger = _champion_control(paths)
+    _reconcile(registry, ledger)
+    versions = registry.versions()
+    if not versions:
+        print(f"no registered versions of {registry.model_name!r} yet (run `mlplatform run`)")
+        return EXIT_OK
+    champion = registry.champion()
+    gate = {"true": "passed", "false": "FAILED"}
+    rows = []
+    for ref in versions:
+        tags = registry.version_tags(ref)
+        metrics = registry.run_metrics(ref)
+        rows.append(
+            [
+                ref.version,
+                "*" if champion is not None and champion.version == ref.version else "",
+                tags.get(CANDIDATE_TAG, "-"),
+                *(f"{metrics[k]:.4f}" if k in metrics else "-" for k in ("recall", "precision")),
+                gate.get(tags.get(GATE_PASSED_TAG, ""), "-"),
+                tags.get("dagster_run_id", "-")[:8],
+                ref.run_id[:8],
+            ]
+        )
+    headers = ["version", "champion", "candidate", "recall", "precision", "gate", "run", "mlflow"]
+    print(f"registered versions of {registry.model_name} (* = @{registry.champion_alias})")
+    print(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True))
+    return EXIT_OK
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    """Score a CSV or Parquet file with the champion (or ``--version``) into a predictions file."""
+    import uuid
+
+    from mlplatform.core.serving import TrainingReference, pipeline_threshold
+    from mlplatform.defs.common import DATASET
+    from mlplatform.defs.registry import TRAINING_REFERENCE_DOC
+    from mlplatform.resources.file_scoring import SUPPORTED_SUFFIXES, score_file
+
+    source, out = Path(args.file), Path(args.out)
+    if not source.is_file():
+        raise CliError(f"no such file: {source}")
+    for what, path in (("FILE", source), ("--out", out)):
+        if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+            raise CliError(f"{what} {path}: use a .csv or .parquet file")
+    if not out.parent.is_dir():
+        raise CliError(f"--out {out}: the folder {out.parent} does not exist")
+    if out.resolve() == source.resolve():
+        raise CliError(f"--out {out} is the input file; choose another path")
+    paths = StatePaths.from_env()
+    prepare_state(paths)
+    registry, _ = _champion_control(paths)
+    if args.version is not None:
+        ref, role = _version(registry, args.version), "pinned"
+    else:
+        champion = registry.champion()
+        if champion is None:
+            raise CliError(
+                f"no champion yet for {registry.model_name!r}: run the pipeline "
+                "(`mlplatform run`) or pass --version"
+            )
+        ref, role = champion, registry.champion_alias
+    document = registry.load_document(ref, TRAINING_REFERENCE_DOC)
+    if document is None:
+        raise CliError(
+            f"{ref.name} version {ref.version} has no {TRAINING_REFERENCE_DOC} (registered "
+            "before train/serve checks existed); pass a newer --version"
+        )
+    pipeline = registry.load(ref)
+    threshold = pipeline_threshold(pipeline)
+    try:
+        result = score_file(
+            source,
+            out,
+            pipeline,
+            DATASET,
+            TrainingReference.from_dict(document),
+            model_name=ref.name,
+            model_version=ref.version,
+            alias=role,
+            threshold=float("nan") if threshold is None else threshold,
+            run_id=f"cli-score-{uuid.uuid4().hex[:12]}",
+            batch_rows=args.batch_rows,
+        )
+    except ValueError as exc:  # unreadable file, a missing column, not a single valid row
+        raise CliError(str(exc)) from exc
+    summary = result.summary
+    print(
+        f"scored {summary.rows:,} of {result.rows_read:,} rows of {source} by {ref.name} "
+        f"version {ref.version} ({role}); {summary.positive_rate:.1%} predicted positive "
+        f"-> {out}"
+    )
+    flagged = {k: v for k, v in summary.out_of_range.items() if v}
+    if flagged:
+        print(f"outside the training range (scored, flagged): {flagged}")
+    if result.invalid_rows_file is not None:
+        print(
+            f"{result.rows_invalid:,} invalid rows not scored (row, column, value, reason) "
+            f"-> {result.invalid_rows_file}"
+        )
+        return EXIT_INPUT_REJECTED
+    return EXIT_OK
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     """Start ``dagster dev`` on the same state (replaces this process)."""
     paths = StatePaths.from_env()
@@ -515,14 +758,19 @@ def cmd_features(args: argparse.Namespace) -> int:
     paths = StatePaths.from_env()
     prepare_state(paths)
     store: FeatureStore = _resources(paths)["feature_store"]
-    when = parse_time(args.as_of) if args.as_of else None
+    try:
+        when = parse_time(args.as_of) if args.as_of else None
+    except ValueError as exc:
+        raise CliError(f"--as-of {args.as_of!r} is not an ISO-8601 time: {exc}") from exc
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise CliError(f"--out {out}: the folder {out.parent} does not exist")
     rows = store.as_of(DATASET, when)
     if rows.empty:
         print(f"the feature store has no rows as of {args.as_of or 'now'}", file=sys.stderr)
         return EXIT_RUN_FAILED
     table = build_feature_table(rows, DATASET)
     digest = frame_digest(table)
-    out = Path(args.out)
     write_parquet_atomic(table, out)
     print(f"{len(table):,} rows as of {when.isoformat() if when else 'now'} -> {out}")
     print(f"dataset digest: {digest}")
@@ -538,8 +786,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--rows",
         type=int,
-        default=10_000,
-        help="sample rows to generate first (0: use only what is in landing/)",
+        default=None,
+        help=f"sample rows to generate first (default {DEFAULT_SAMPLE_ROWS:,} for the AI4I "
+        "dataset, 0 for any other; 0: use only what is in landing/ and the SQL source)",
     )
     run.add_argument("--seed", type=int, default=None, help="generator seed")
     run.add_argument("--model", default=None, help="candidate to train")
@@ -575,6 +824,32 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--reason", required=True, help="why (recorded in the ledger)")
     promote.set_defaults(func=cmd_promote)
 
+    champion = sub.add_parser(
+        "champion", help="show the champion: candidate, test metrics and its gate decision"
+    )
+    champion.add_argument(
+        "--version", default=None, help="show this registered version instead of the champion"
+    )
+    champion.set_defaults(func=cmd_champion)
+
+    versions = sub.add_parser(
+        "versions", help="list every registered version with its metrics and gate verdict"
+    )
+    versions.set_defaults(func=cmd_versions)
+
+    score = sub.add_parser(
+        "score", help="score a CSV or Parquet file with the champion into a predictions file"
+    )
+    score.add_argument("file", metavar="FILE", help="rows to score (.csv or .parquet)")
+    score.add_argument("--out", required=True, help="predictions file to write (.parquet or .csv)")
+    score.add_argument(
+        "--version", default=None, help="score with this registered version, not the champion"
+    )
+    score.add_argument(
+        "--batch-rows", type=int, default=65_536, help="rows scored at a time (the memory bound)"
+    )
+    score.set_defaults(func=cmd_score)
+
     ui = sub.add_parser("ui", help="open the Dagster UI on the same state (dagster dev)")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
@@ -601,8 +876,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``mlplatform`` command."""
+    from mlplatform.core.ingest import FileRejected
+    from mlplatform.core.schema import DatasetSpecError
+    from mlplatform.core.serving import ServingInputError
+    from mlplatform.resources.ledger import ChampionChangeError
+
     args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except (
+        CliError,
+        ChampionChangeError,
+        DatasetSpecError,
+        FileRejected,
+        ServingInputError,
+        FileNotFoundError,
+        NotADirectoryError,
+        IsADirectoryError,
+        PermissionError,
+    ) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     return code
 
 

@@ -9,24 +9,49 @@ import os
 
 import dagster as dg
 
-from mlplatform.defs import evaluation, features, inference, ingestion, registry, training
-from mlplatform.defs.jobs import batch_inference_job, ingest_job, train_and_score_job
+from mlplatform.defs import (
+    automation,
+    evaluation,
+    features,
+    inference,
+    ingestion,
+    monitoring,
+    registry,
+    training,
+)
+from mlplatform.defs.jobs import (
+    batch_inference_job,
+    evaluate_live_job,
+    ingest_job,
+    train_and_score_job,
+    window_inference_job,
+)
 from mlplatform.defs.operations import rollback_champion_job
 from mlplatform.defs.resources import LEDGER_URL_ENV, build_resources
 from mlplatform.paths import StatePaths
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+# operators read run logs: no artifact-download progress bars in them
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def build_definitions(paths: StatePaths | None = None) -> dg.Definitions:
     """The platform's definitions, with state under ``paths`` (default: ``MLPLATFORM_HOME``)."""
     paths = paths or StatePaths.from_env()
-    modules = [ingestion, features, training, evaluation, registry, inference]
+    modules = [ingestion, features, training, evaluation, registry, inference, monitoring]
     return dg.Definitions(
-        assets=dg.load_assets_from_modules(modules),
+        assets=[*dg.load_assets_from_modules(modules), monitoring.feature_drift],
         asset_checks=dg.load_asset_checks_from_modules(modules),
-        jobs=[train_and_score_job, batch_inference_job, ingest_job, rollback_champion_job],
-        sensors=[ingestion.new_source_batches],
+        jobs=[
+            train_and_score_job,
+            batch_inference_job,
+            window_inference_job,
+            ingest_job,
+            evaluate_live_job,
+            rollback_champion_job,
+        ],
+        sensors=[ingestion.new_source_batches, *automation.SENSORS],
+        schedules=automation.SCHEDULES,
         resources=build_resources(
             paths,
             tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"),

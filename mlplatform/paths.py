@@ -86,6 +86,16 @@ class StatePaths:
         return f"sqlite:///{self.root / 'sources.db'}"
 
     @property
+    def labels_inbox(self) -> Path:
+        """Inbox for true outcomes: labels files (entity id, outcome) of scored rows."""
+        return self.landing / "labels"
+
+    @property
+    def monitoring(self) -> Path:
+        """Drift windows, live performance, labels received and run-failure alerts."""
+        return self.root / "monitoring"
+
+    @property
     def dagster_home(self) -> Path:
         """``DAGSTER_HOME``: runs, event logs and schedules of the local instance."""
         return self.root / "dagster_home"
@@ -94,11 +104,13 @@ class StatePaths:
         """Create every folder (idempotent)."""
         for p in (
             self.landing,
+            self.labels_inbox,
             self.archive,
             self.rejected,
             self.feature_store,
             self.asset_storage,
             self.predictions,
+            self.monitoring,
             self.mlflow_dir / "artifacts",
             self.dagster_home,
         ):

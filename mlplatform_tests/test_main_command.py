@@ -330,3 +330,163 @@ def test_ui_shows_every_asset_materialized_with_metadata(webserver: int) -> None
             assert {"recall", "precision", "roc_auc", "confusion_matrix_plot"} <= labels
         if key == "champion_model":
             assert {"champion_version", "promoted"} <= labels
+
+
+# --- operator commands on the state the main command left ------------------------------
+
+
+def _champion_version(state: Path) -> str:
+    shown = _mlplatform(state, "champion")
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    match = re.search(
+        r"^champion:\s+models:/ai4i-failure-classifier/(\d+) \(= @champion\)$",
+        shown.stdout,
+        re.MULTILINE,
+    )
+    assert match, shown.stdout
+    return match[1]
+
+
+def test_champion_command_shows_its_gate_decision(state: Path) -> None:
+    shown = _mlplatform(state, "champion")
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    out = shown.stdout
+    assert re.search(
+        r"^candidate:\s+(gaussian_process|logistic_regression|random_forest|"
+        r"hist_gradient_boosting)$",
+        out,
+        re.MULTILINE,
+    ), out
+    assert re.search(r"^test metrics:\s+recall 0\.\d{4}, precision 0\.\d{4}", out, re.MULTILINE)
+    # the champion got there through a passed gate: every criterion is listed
+    assert re.search(r"^gate:\s+PASSED", out, re.MULTILINE), out
+    assert re.search(r"^  recall_ci_lower 0\.\d{4} >= 0\.6500: pass", out, re.MULTILINE), out
+    assert re.search(r"^  precision 0\.\d{4} >= 0\.5000: pass", out, re.MULTILINE), out
+    assert re.search(r"^ledger:\s+#\d+ promote", out, re.MULTILINE), out
+
+
+def test_versions_command_lists_every_version_and_marks_the_champion(state: Path) -> None:
+    listed = _mlplatform(state, "versions")
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    rows = [line.split() for line in listed.stdout.splitlines() if re.match(r"^\d+\s", line)]
+    # one version per training run of this module so far (at least the two main runs)
+    assert [r[0] for r in rows] == [str(v) for v in range(1, len(rows) + 1)] and len(rows) >= 2
+    starred = [r[0] for r in rows if r[1] == "*"]
+    assert starred == [_champion_version(state)]
+    assert all(r[-3] in {"passed", "FAILED"} for r in rows)  # the gate column
+
+
+def _to_score(path: Path, start_udi: int, rows: int) -> pd.DataFrame:
+    """Raw readings as an operator would get them: no label, no failure modes."""
+    frame = generate_ai4i(rows, seed=11, start_udi=start_udi)
+    frame = frame.drop(columns=["Machine failure", "TWF", "HDF", "PWF", "OSF", "RNF"])
+    frame.to_csv(path, index=False)
+    return frame
+
+
+def test_score_command_scores_a_file_with_the_champion(state: Path, tmp_path: Path) -> None:
+    source = tmp_path / "readings.csv"
+    frame = _to_score(source, 500_001, 1_200)
+    frame.loc[5, "Torque [Nm]"] = -3.0  # physically impossible: reported, not scored
+    frame.to_csv(source, index=False)
+    out = tmp_path / "scored.parquet"
+    scored = _mlplatform(state, "score", str(source), "--out", str(out))
+    assert scored.returncode == 4, scored.stdout + scored.stderr  # one input row rejected
+    champion = _champion_version(state)
+    predictions = pd.read_parquet(out)
+    assert len(predictions) == 1_199
+    assert sorted(predictions["entity_id"]) == [
+        udi for udi in frame["UDI"].tolist() if udi != frame.loc[5, "UDI"]
+    ]
+    assert set(predictions["model_version"]) == {champion}
+    assert set(predictions["alias"]) == {"champion"}
+    assert predictions["failure_probability"].between(0, 1).all()
+    assert f"scored 1,199 of 1,200 rows of {source}" in scored.stdout
+    invalid = pd.read_csv(tmp_path / "scored.invalid-rows.csv")
+    assert invalid[["row_number", "column"]].values.tolist() == [[6, "Torque [Nm]"]]
+
+    # a pinned version, to CSV; the same rows scored by the same model give the same numbers
+    again = tmp_path / "scored_v.csv"
+    pinned = _mlplatform(state, "score", str(source), "--out", str(again), "--version", champion)
+    assert pinned.returncode == 4, pinned.stdout + pinned.stderr
+    by_csv = pd.read_csv(again)
+    assert set(by_csv["alias"]) == {"pinned"}
+    assert by_csv["failure_probability"].tolist() == pytest.approx(
+        predictions["failure_probability"].tolist(), rel=1e-12
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["promote", "999", "--reason", "typo"], "has no version '999'"),
+        (["champion", "--version", "999"], "has no version '999'"),
+        (
+            ["score", "{tmp}/readings.csv", "--out", "{tmp}/p.parquet", "--version", "999"],
+            "has no version '999'",
+        ),
+        (["score", "{tmp}/missing.csv", "--out", "{tmp}/p.parquet"], "no such file"),
+        (["score", "{tmp}/readings.csv", "--out", "{tmp}/no/such/dir/p.parquet"], "does not exist"),
+        (["score", "{tmp}/readings.csv", "--out", "{tmp}/p.json"], "use a .csv or .parquet"),
+        (
+            ["score", "{tmp}/no_torque.csv", "--out", "{tmp}/p.parquet"],
+            "missing required column (header 'Torque [Nm]'",
+        ),
+        (["run", "--model", "xgboost", "--rows", "0"], "unknown candidate 'xgboost'"),
+        (["run", "--threshold", "1.5", "--rows", "0"], "--threshold must be between 0 and 1"),
+        (["features", "--out", "{tmp}/no/such/dir/f.parquet"], "does not exist"),
+        (["features", "--as-of", "last tuesday", "--out", "{tmp}/f.parquet"], "not an ISO-8601"),
+    ],
+)
+def test_commands_report_a_wrong_name_version_or_path_without_a_traceback(
+    state: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    message: str,
+) -> None:
+    # in-process (a subprocess per case would cost seconds each); the real process's
+    # stderr is checked by the next test
+    from mlplatform.cli import EXIT_USAGE, main
+
+    for name in ("DAGSTER_HOME", "MLFLOW_TRACKING_URI", "MLPLATFORM_SQL_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLPLATFORM_HOME", str(state))
+    monkeypatch.setenv("DAGSTER_HOME", str(state / "dagster_home"))  # restored after
+    _to_score(tmp_path / "readings.csv", 600_001, 20)
+    no_torque = _to_score(tmp_path / "no_torque.csv", 600_001, 20).drop(columns=["Torque [Nm]"])
+    no_torque.to_csv(tmp_path / "no_torque.csv", index=False)
+    assert main([a.format(tmp=tmp_path) for a in argv]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err, err
+
+
+def test_a_wrong_state_folder_or_dataset_file_is_an_error_not_a_traceback(
+    state: Path, tmp_path: Path
+) -> None:
+    a_file = tmp_path / "not_a_folder"
+    a_file.write_text("x")
+    done = _mlplatform(a_file, "status")
+    assert done.returncode == 2 and "is a file, not a state folder" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    version = _mlplatform(state, "promote", "999", "--reason", "typo")
+    assert version.returncode == 2, version.stdout + version.stderr
+    assert version.stderr.startswith("error: ") and "has no version '999'" in version.stderr
+    assert "Traceback" not in version.stderr
+    env = {
+        **os.environ,
+        "MLPLATFORM_HOME": str(tmp_path / "s"),
+        "MLPLATFORM_DATASET": str(tmp_path / "nope.yaml"),
+    }
+    bad = subprocess.run(
+        [str(BIN / "mlplatform"), "run", "--rows", "0"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bad.returncode == 2, bad.stdout + bad.stderr
+    assert f"{tmp_path / 'nope.yaml'}: dataset spec file not found" in bad.stderr
+    assert "Traceback" not in bad.stderr

@@ -30,6 +30,7 @@ import pandas as pd
 from mlplatform.core.schema import DatasetSpec
 
 __all__ = [
+    "ROW_ID",
     "UNEXPECTED_COLUMNS",
     "ExpectationDef",
     "FailedExpectation",

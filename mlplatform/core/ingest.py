@@ -18,16 +18,21 @@ column.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from pandas.api.extensions import ExtensionArray
 
 from mlplatform.core.expectations import (
     DUPLICATE_REASON,
+    ROW_ID,
     UNIQUE_EXPECTATION,
     FailedExpectation,
     ValidationSummary,
@@ -40,13 +45,18 @@ __all__ = [
     "QUARANTINE_COLUMNS",
     "TYPE_EXPECTATION",
     "FileRejected",
+    "SeenIds",
     "TypedBatch",
+    "TypedRows",
     "canonical_columns",
     "empty_quarantine",
     "type_and_validate",
+    "type_rows",
+    "validate_rows",
 ]
 
 _MAX_EXACT_INT = float(2**53)
+_TYPING_THREADS = min(4, os.cpu_count() or 1)
 # Arrow-backed text: no Python object per value, and Parquet round trips without copies.
 STRING_DTYPE = pd.StringDtype("pyarrow")
 TYPE_EXPECTATION = "expect_column_values_to_be_of_type"
@@ -196,7 +206,7 @@ def _to_timestamp(arr: pa.Array) -> tuple[pd.Series, np.ndarray]:
 
 def _type_column(
     col: ColumnSpec, arr: pa.ChunkedArray
-) -> tuple[pd.Series | np.ndarray, list[tuple[np.ndarray, str]]]:
+) -> tuple[np.ndarray | ExtensionArray, list[tuple[np.ndarray, str]]]:
     """Typed values (NaN/NA where missing or bad) and (mask, reason) typing failures."""
     problems: list[tuple[np.ndarray, str]] = []
     flat = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
@@ -205,20 +215,24 @@ def _type_column(
         problems.append((not_number, "not a number"))
         infinite = np.isinf(numbers)
         problems.append((infinite, "not a finite number"))
-        numbers = np.where(infinite, np.nan, numbers)
+        if infinite.any():
+            numbers = np.where(infinite, np.nan, numbers)
         if col.dtype == "int64":
             with np.errstate(invalid="ignore"):
-                fractional = ~np.isnan(numbers) & (np.mod(numbers, 1) != 0)
+                # numbers are finite or NaN here; floor(x) != x is x mod 1 != 0, faster
+                fractional = ~np.isnan(numbers) & (np.floor(numbers) != numbers)
                 huge = ~fractional & (np.abs(numbers) >= _MAX_EXACT_INT)
             problems.append((fractional, "not an integer"))
             problems.append((huge, "integer too large (|value| >= 2**53)"))
-            numbers = np.where(fractional | huge, np.nan, numbers)
+            not_int = fractional | huge
+            if not_int.any():
+                numbers = np.where(not_int, np.nan, numbers)
         return numbers, problems
     if col.dtype == "timestamp":
         stamps, bad = _to_timestamp(flat)
         problems.append((bad, "not an ISO-8601 timestamp"))
-        return stamps, problems
-    return pd.Series(pd.array(_as_text(flat), dtype=STRING_DTYPE)), problems
+        return stamps.array, problems
+    return pd.array(_as_text(flat), dtype=STRING_DTYPE), problems
 
 
 def _raw_text(table: pa.Table) -> pd.DataFrame:
@@ -227,30 +241,141 @@ def _raw_text(table: pa.Table) -> pd.DataFrame:
     )
 
 
-def type_and_validate(
+class SeenIds:
+    """Entity ids of the chunks of one file read so far, as one sorted int64 array.
+
+    Eight bytes an id (a Python ``set`` of ints takes about ten times that), and a
+    membership test is a binary search; :func:`validate_rows` and
+    :func:`type_and_validate` accept it where they accept a ``set``.
+    """
+
+    def __init__(self) -> None:
+        self._sorted = np.empty(0, dtype="int64")
+
+    def __len__(self) -> int:
+        return len(self._sorted)
+
+    def add(self, ids: np.ndarray) -> None:
+        """Remember ``ids`` (integers)."""
+        merged = np.concatenate([self._sorted, np.asarray(ids, dtype="int64")])
+        # a stable sort of int64 is timsort: sorted runs (ids usually come in order) merge
+        # in linear time
+        self._sorted = np.sort(merged, kind="stable")
+
+    def contains(self, ids: np.ndarray) -> np.ndarray:
+        """Mask of ``ids`` (float64, NaN for missing) seen before; NaN never matches."""
+        values = np.asarray(ids, dtype="float64")
+        out = np.zeros(len(values), dtype=bool)
+        if not len(self._sorted):
+            return out
+        known = ~np.isnan(values)
+        # ids below 2**53 only reach here (larger ones fail typing): exact as int64
+        wanted = values[known].astype("int64")
+        at = np.searchsorted(self._sorted, wanted)
+        at[at == len(self._sorted)] = 0
+        out[known] = self._sorted[at] == wanted
+        return out
+
+
+@dataclass(frozen=True)
+class TypedRows:
+    """One chunk typed by the schema, not yet validated (the first half of type_and_validate).
+
+    ``values`` holds each present column in schema order: numbers as float64 (an
+    integer column too, NaN where missing or not typeable), text as Arrow-backed
+    strings, timestamps in UTC; ``problems`` are the typing failures, as quarantine
+    rows (without file and record).
+    """
+
+    source_file: str
+    spec: DatasetSpec
+    table: pa.Table
+    row_numbers: np.ndarray
+    values: Mapping[str, np.ndarray | ExtensionArray]
+    problems: tuple[pd.DataFrame, ...]
+
+    @property
+    def num_rows(self) -> int:
+        """Rows in the chunk."""
+        return len(self.row_numbers)
+
+    @property
+    def clean(self) -> bool:
+        """Whether every value could be typed (Great Expectations may still fail rows)."""
+        return not self.problems
+
+    def frame(self) -> pd.DataFrame:
+        """A new frame of the typed values and ``source_row``, as Great Expectations sees them."""
+        # copy=False: no consolidation of a million-row chunk into 2-D blocks
+        return pd.DataFrame({**self.values, ROW_ID: self.row_numbers}, copy=False)
+
+    def stored(self, keep: np.ndarray | None = None) -> pd.DataFrame:
+        """A new frame of the rows ``keep`` selects (default all) in their declared storage types.
+
+        Integer columns become ``int64`` (``Int64`` when optional) and fail on a
+        missing required integer, which only rows that failed validation have.
+        """
+        columns: dict[str, Any] = {}
+        for name, values in self.values.items():
+            kept = values if keep is None else values[keep]
+            col = self.spec.column(name)
+            if col.dtype == "int64":
+                kept = _stored_integers(np.asarray(kept, dtype="float64"), col)
+            columns[name] = kept
+        columns[ROW_ID] = self.row_numbers if keep is None else self.row_numbers[keep]
+        return pd.DataFrame(columns, copy=False)
+
+
+def _stored_integers(values: np.ndarray, col: ColumnSpec) -> np.ndarray | ExtensionArray:
+    """Typed integers (float64, exact below 2**53, NaN if missing) as ``int64`` or ``Int64``.
+
+    Raises
+    ------
+    ValueError
+        On a missing value in a required column (only a row that failed validation has one).
+    """
+    missing = np.isnan(values)
+    if col.required:
+        if missing.any():
+            raise ValueError(f"column {col.name!r}: cannot store a missing value as int64")
+        return values.astype("int64")
+    return pd.arrays.IntegerArray(np.where(missing, 0, values).astype("int64"), missing)
+
+
+def _problem_rows(
+    typed_table: pa.Table,
+    raw_values: dict[str, pa.Array],
+    column: ColumnSpec,
+    mask: np.ndarray,
+    numbers: np.ndarray,
+    reason: str,
+    expectation: str,
+) -> pd.DataFrame | None:
+    """Quarantine rows (without file and record) for the cells ``mask`` flags in ``column``."""
+    if not mask.any():
+        return None
+    if column.name not in raw_values:
+        raw_values[column.name] = _as_text(typed_table.column(column.name))
+    values = pd.Series(raw_values[column.name].to_pandas(), dtype="object")[mask]
+    return pd.DataFrame(
+        {
+            "row_number": numbers[mask],
+            "column": column.source,
+            "value": values.fillna("<missing>").astype(str).to_numpy(),
+            "expectation": expectation,
+            "reason": reason,
+        }
+    )
+
+
+def type_rows(
     raw: pd.DataFrame | pa.Table,
     spec: DatasetSpec,
     source_file: str,
     *,
     row_numbers: np.ndarray | None = None,
-    seen_ids: set[int] | None = None,
-) -> TypedBatch:
-    """Type ``raw`` by ``spec``, validate it with GX, and split valid rows from bad ones.
-
-    Parameters
-    ----------
-    raw : DataFrame or pyarrow Table
-        One chunk of a landed file, ideally with every column as text (CSV) or
-        as stored (Parquet, SQL).
-    spec : DatasetSpec
-        The declared schema.
-    source_file : str
-        Name of the landed file, used in every error and quarantine row.
-    row_numbers : array of int, optional
-        The rows' 1-based numbers in the file (default ``1..len(raw)``).
-    seen_ids : set of int, optional
-        Entity ids of earlier chunks of the same file; a row repeating one is
-        quarantined as a duplicate, and this chunk's valid ids are added.
+) -> TypedRows:
+    """Type ``raw`` by ``spec`` (the first half of :func:`type_and_validate`).
 
     Raises
     ------
@@ -270,38 +395,81 @@ def type_and_validate(
     if len(numbers) != n:
         raise ValueError(f"{len(numbers)} row numbers for {n} rows")
     renamed = table.select(list(mapping)).rename_columns(list(mapping.values()))
+    values: dict[str, np.ndarray | ExtensionArray] = {}
+    problems: list[pd.DataFrame] = []
+    raw_values: dict[str, pa.Array] = {}
+    present = [col for col in spec.columns if col.name in renamed.column_names]
+    # casts and checks run in Arrow and NumPy, which release the GIL: columns in parallel
+    with ThreadPoolExecutor(max_workers=_TYPING_THREADS, thread_name_prefix="typing") as pool:
+        outcomes = list(pool.map(lambda col: _type_column(col, renamed.column(col.name)), present))
+    for col, (typed, failures) in zip(present, outcomes, strict=True):
+        values[col.name] = typed
+        for mask, reason in failures:
+            rows = _problem_rows(
+                renamed,
+                raw_values,
+                col,
+                np.asarray(mask, dtype=bool),
+                numbers,
+                reason,
+                TYPE_EXPECTATION,
+            )
+            if rows is not None:
+                problems.append(rows)
+    return TypedRows(source_file, spec, renamed, numbers, values, tuple(problems))
 
-    typed: dict[str, pd.Series | np.ndarray] = {}
-    problem_frames: list[pd.DataFrame] = []
+
+def type_and_validate(
+    raw: pd.DataFrame | pa.Table,
+    spec: DatasetSpec,
+    source_file: str,
+    *,
+    row_numbers: np.ndarray | None = None,
+    seen_ids: set[int] | SeenIds | None = None,
+) -> TypedBatch:
+    """Type ``raw`` by ``spec``, validate it with GX, and split valid rows from bad ones.
+
+    Parameters
+    ----------
+    raw : DataFrame or pyarrow Table
+        One chunk of a landed file, ideally with every column as text (CSV) or
+        as stored (Parquet, SQL).
+    spec : DatasetSpec
+        The declared schema.
+    source_file : str
+        Name of the landed file, used in every error and quarantine row.
+    row_numbers : array of int, optional
+        The rows' 1-based numbers in the file (default ``1..len(raw)``).
+    seen_ids : set of int or SeenIds, optional
+        Entity ids of earlier chunks of the same file; a row repeating one is
+        quarantined as a duplicate, and this chunk's valid ids are added.
+
+    Raises
+    ------
+    FileRejected
+        When the chunk as a whole cannot be used (see :func:`canonical_columns`).
+    """
+    typed = type_rows(raw, spec, source_file, row_numbers=row_numbers)
+    return validate_rows(typed, seen_ids=seen_ids)
+
+
+def validate_rows(typed: TypedRows, *, seen_ids: set[int] | SeenIds | None = None) -> TypedBatch:
+    """Validate typed rows with GX and split valid rows from bad ones (the second half).
+
+    Every row goes through the schema's row suite in one Great Expectations run;
+    see :func:`type_and_validate`.
+    """
+    spec, numbers, n = typed.spec, typed.row_numbers, typed.num_rows
+    renamed = typed.table
+    problem_frames: list[pd.DataFrame] = list(typed.problems)
     raw_values: dict[str, pa.Array] = {}
 
     def add_problems(column: ColumnSpec, mask: np.ndarray, reason: str, expectation: str) -> None:
-        if mask.any():
-            if column.name not in raw_values:
-                raw_values[column.name] = _as_text(renamed.column(column.name))
-            values = pd.Series(raw_values[column.name].to_pandas(), dtype="object")[mask]
-            problem_frames.append(
-                pd.DataFrame(
-                    {
-                        "row_number": numbers[mask],
-                        "column": column.source,
-                        "value": values.fillna("<missing>").astype(str).to_numpy(),
-                        "expectation": expectation,
-                        "reason": reason,
-                    }
-                )
-            )
+        rows = _problem_rows(renamed, raw_values, column, mask, numbers, reason, expectation)
+        if rows is not None:
+            problem_frames.append(rows)
 
-    for col in spec.columns:
-        if col.name not in renamed.column_names:
-            continue
-        values, problems = _type_column(col, renamed.column(col.name))
-        typed[col.name] = values
-        for mask, reason in problems:
-            add_problems(col, np.asarray(mask, dtype=bool), reason, TYPE_EXPECTATION)
-
-    frame = pd.DataFrame(typed)
-    frame["source_row"] = numbers
+    frame = typed.frame()
     type_bad = {
         (int(r), c)
         for f in problem_frames
@@ -347,9 +515,12 @@ def type_and_validate(
             problem_frames.append(gx_rows)
 
     if seen_ids:
-        id_values = frame[spec.entity_id].to_numpy(dtype="float64")
-        seen = np.fromiter(seen_ids, dtype="float64", count=len(seen_ids))
-        repeat = np.isin(id_values, seen)
+        id_values = np.asarray(typed.values[spec.entity_id], dtype="float64")
+        if isinstance(seen_ids, SeenIds):
+            repeat = seen_ids.contains(id_values)
+        else:
+            seen = np.fromiter(seen_ids, dtype="float64", count=len(seen_ids))
+            repeat = np.isin(id_values, seen)
         add_problems(
             spec.column(spec.entity_id),
             repeat,
@@ -378,25 +549,22 @@ def type_and_validate(
                 strict=True,
             )
         )
-        quarantine.insert(0, "source_file", source_file)
+        quarantine.insert(0, "source_file", typed.source_file)
         quarantine["record"] = quarantine["row_number"].map(by_row)
         quarantine = quarantine.reset_index(drop=True)[QUARANTINE_COLUMNS]
     else:
         quarantine = empty_quarantine()
 
-    valid = frame.loc[~bad_rows] if bad_rows.any() else frame
-    for col in spec.columns:
-        if col.name not in valid.columns:
-            continue
-        if col.dtype == "int64":
-            valid[col.name] = valid[col.name].astype("int64" if col.required else "Int64")
-        elif col.dtype == "string":
-            valid[col.name] = valid[col.name].astype(STRING_DTYPE)
+    valid = typed.stored(~bad_rows if bad_rows.any() else None)
     if seen_ids is not None:
-        seen_ids.update(valid[spec.entity_id].to_numpy(dtype="int64").tolist())
+        valid_ids = valid[spec.entity_id].to_numpy(dtype="int64")
+        if isinstance(seen_ids, SeenIds):
+            seen_ids.add(valid_ids)
+        else:
+            seen_ids.update(valid_ids.tolist())
     return TypedBatch(
-        source_file=source_file,
-        valid=valid.reset_index(drop=True),
+        source_file=typed.source_file,
+        valid=valid,
         quarantine=quarantine,
         rows_landed=n,
         validation=ValidationSummary(

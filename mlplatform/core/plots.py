@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve, roc_curve
 
@@ -114,4 +115,22 @@ def drift_png(features: list[str], psi: list[float], threshold: float) -> bytes:
     ax.invert_yaxis()
     ax.set_xlabel("population stability index vs training")
     ax.legend(loc="lower right", fontsize=8)
+    return _png(fig)
+
+
+def live_metrics_png(metrics: pd.DataFrame, recall_floor: float) -> bytes:
+    """Live recall and precision per window (from :func:`~mlplatform.core.monitoring.live_metrics`),
+    the recall floor marked."""
+    fig = Figure(figsize=(6.0, 3.2))
+    ax = fig.add_subplot()
+    starts = pd.to_datetime(metrics["window_start"], utc=True)
+    ax.plot(starts, metrics["recall"], marker="o", label="live recall")
+    ax.plot(starts, metrics["precision"], marker="s", label="live precision")
+    ax.axhline(
+        recall_floor, color="#c44e52", linestyle="--", label=f"recall floor {recall_floor:g}"
+    )
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("window start (UTC)")
+    ax.legend(loc="lower left", fontsize=8)
+    fig.autofmt_xdate()
     return _png(fig)

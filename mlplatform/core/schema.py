@@ -3,23 +3,36 @@
 The schema is declared once and drives typing of landed files, row validation,
 feature selection and the model signature. Identifier and leakage columns are
 declared here and are never handed to a model.
+
+:data:`AI4I` is declared in code (its derived features are functions); any other
+dataset can be declared in a YAML, TOML or JSON file and loaded with
+:func:`load_dataset_spec` (``MLPLATFORM_DATASET`` names that file; see
+``docs/examples/new-dataset.md``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import json
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 __all__ = [
     "AI4I",
+    "DATASET_FILE_SUFFIXES",
     "ColumnSpec",
     "DatasetSpec",
+    "DatasetSpecError",
     "DerivedFeature",
     "Role",
+    "dataset_spec_from_mapping",
+    "load_dataset_spec",
 ]
 
 
@@ -90,12 +103,33 @@ class ColumnSpec:
 
 @dataclass(frozen=True)
 class DerivedFeature:
-    """A feature computed from other columns of the same row."""
+    """A feature computed from other columns of the same row.
+
+    ``expression`` is set when the feature was declared in a spec file (a pandas
+    ``DataFrame.eval`` expression over feature columns); ``compute`` then evaluates it.
+    """
 
     name: str
     unit: str
     description: str
     compute: Callable[[pd.DataFrame], pd.Series]
+    expression: str | None = None
+
+    @classmethod
+    def from_expression(
+        cls, name: str, expression: str, unit: str = "", description: str = ""
+    ) -> DerivedFeature:
+        """A derived feature computed as ``frame.eval(expression)`` (float64)."""
+
+        def compute(frame: pd.DataFrame) -> pd.Series:
+            values = frame.eval(expression, engine="python")
+            if not isinstance(values, pd.Series):  # a constant expression
+                values = pd.Series(values, index=frame.index)
+            return pd.Series(
+                np.asarray(values, dtype="float64"), index=frame.index, name=name, dtype="float64"
+            )
+
+        return cls(name, unit, description, compute, expression)
 
 
 @dataclass(frozen=True)
@@ -108,6 +142,12 @@ class DatasetSpec:
     target: str
     derived: tuple[DerivedFeature, ...] = field(default=())
     event_time: str | None = None
+    slice_column: str | None = None
+    """Categorical feature whose values are the evaluation's slices (the gate judges
+    recall in each); None: no slices."""
+    registered_model_name: str | None = None
+    """Name of the model in the MLflow registry; None: ``<name>-classifier``."""
+    description: str = ""
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.columns]
@@ -144,6 +184,27 @@ class DatasetSpec:
         for d in self.derived:
             if d.name in names:
                 raise ValueError(f"dataset {self.name!r}: derived {d.name!r} shadows a column")
+        if self.slice_column is not None and self.slice_column not in self.names(Role.FEATURE):
+            raise ValueError(
+                f"dataset {self.name!r}: slice column {self.slice_column!r} must be a declared "
+                f"feature (one of {self.names(Role.FEATURE)})"
+            )
+
+    def for_scoring(self) -> DatasetSpec:
+        """The same dataset with the target and leakage columns optional.
+
+        Rows to be scored need the entity id and the features, not the label.
+        """
+        optional = {Role.TARGET, Role.LEAKAGE}
+        columns = tuple(
+            replace(c, required=False) if c.role in optional else c for c in self.columns
+        )
+        return replace(self, columns=columns)
+
+    @property
+    def model_name(self) -> str:
+        """The registered model's name in MLflow."""
+        return self.registered_model_name or f"{self.name}-classifier"
 
     def column(self, name: str) -> ColumnSpec:
         """The spec of column ``name``."""
@@ -234,6 +295,9 @@ AI4I = DatasetSpec(
     entity_id="udi",
     target="machine_failure",
     event_time="event_time",
+    slice_column="type",
+    registered_model_name="ai4i-failure-classifier",
+    description="AI4I 2020 predictive maintenance (UCI): will this machine fail?",
     columns=(
         ColumnSpec(
             "udi",
@@ -413,3 +477,197 @@ AI4I = DatasetSpec(
         ),
     ),
 )
+
+
+# --- datasets declared in a file ----------------------------------------------------------
+
+DATASET_FILE_SUFFIXES = (".yaml", ".yml", ".toml", ".json")
+
+_SPEC_KEYS = {
+    "name",
+    "entity_id",
+    "target",
+    "columns",
+    "derived",
+    "event_time",
+    "slice_column",
+    "registered_model_name",
+    "description",
+}
+_COLUMN_KEYS = {f.name for f in fields(ColumnSpec)} - {"min_value", "max_value"} | {"min", "max"}
+_DERIVED_KEYS = {"name", "expression", "unit", "description"}
+
+
+class DatasetSpecError(ValueError):
+    """A dataset spec file that cannot be used; the message names the file and the key."""
+
+
+def _read_spec_file(path: Path) -> Any:
+    suffix = path.suffix.lower()
+    if suffix not in DATASET_FILE_SUFFIXES:
+        raise DatasetSpecError(
+            f"{path}: unsupported dataset spec format {suffix or '(no suffix)'!r}; "
+            f"use one of {', '.join(DATASET_FILE_SUFFIXES)}"
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise DatasetSpecError(f"{path}: dataset spec file not found") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetSpecError(f"{path}: cannot read the dataset spec: {exc}") from exc
+    try:
+        if suffix == ".json":
+            return json.loads(text)
+        if suffix == ".toml":
+            return tomllib.loads(text)
+        import yaml
+
+        return yaml.safe_load(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise DatasetSpecError(f"{path}: not valid {suffix[1:].upper()}: {exc}") from exc
+    except Exception as exc:  # yaml.YAMLError: yaml is imported lazily
+        raise DatasetSpecError(f"{path}: not valid YAML: {exc}") from exc
+
+
+def _unknown_keys(where: str, given: Mapping[str, Any], known: set[str]) -> None:
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise DatasetSpecError(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
+
+
+def _column_from(where: str, data: Any) -> ColumnSpec:
+    if not isinstance(data, Mapping):
+        raise DatasetSpecError(f"{where}: expected a mapping with name, dtype and role")
+    _unknown_keys(where, data, _COLUMN_KEYS)
+    missing = [k for k in ("name", "dtype", "role") if k not in data]
+    if missing:
+        raise DatasetSpecError(f"{where}: missing {missing}")
+    try:
+        role = Role(str(data["role"]))
+    except ValueError as exc:
+        raise DatasetSpecError(
+            f"{where}: role {data['role']!r} is not one of {[r.value for r in Role]}"
+        ) from exc
+    allowed = data.get("allowed")
+    try:
+        return ColumnSpec(
+            name=str(data["name"]),
+            source=str(data.get("source", data["name"])),
+            dtype=str(data["dtype"]),
+            role=role,
+            unit=None if data.get("unit") is None else str(data["unit"]),
+            min_value=None if data.get("min") is None else float(data["min"]),
+            max_value=None if data.get("max") is None else float(data["max"]),
+            allowed=None if allowed is None else tuple(str(v) for v in allowed),
+            required=bool(data.get("required", True)),
+            description=str(data.get("description", "")),
+        )
+    except (TypeError, ValueError) as exc:
+        raise DatasetSpecError(f"{where}: {exc}") from exc
+
+
+def _derived_from(where: str, data: Any, columns: tuple[ColumnSpec, ...]) -> DerivedFeature:
+    if not isinstance(data, Mapping):
+        raise DatasetSpecError(f"{where}: expected a mapping with name and expression")
+    _unknown_keys(where, data, _DERIVED_KEYS)
+    if "name" not in data or "expression" not in data:
+        raise DatasetSpecError(f"{where}: needs name and expression")
+    derived = DerivedFeature.from_expression(
+        str(data["name"]),
+        str(data["expression"]),
+        unit=str(data.get("unit", "")),
+        description=str(data.get("description", "")),
+    )
+    # Evaluated on one made-up row of feature columns only: a derived feature that
+    # reads the target, an identifier or a leakage column would leak it into the model.
+    probe = pd.DataFrame(
+        {
+            c.name: pd.Series(["x"] if c.dtype == "string" else [1], dtype="object").astype(
+                "string" if c.dtype == "string" else "float64"
+            )
+            for c in columns
+            if c.role is Role.FEATURE
+        }
+    )
+    try:
+        derived.compute(probe)
+    except Exception as exc:  # pandas raises many kinds for a bad expression
+        features = [c.name for c in columns if c.role is Role.FEATURE]
+        raise DatasetSpecError(
+            f"{where}: expression {derived.expression!r} cannot be computed from the feature "
+            f"columns {features}: {exc}"
+        ) from exc
+    return derived
+
+
+def dataset_spec_from_mapping(data: Any, source: str = "<dataset spec>") -> DatasetSpec:
+    """A :class:`DatasetSpec` from plain data (a parsed spec file).
+
+    Parameters
+    ----------
+    data : mapping
+        Keys ``name``, ``entity_id``, ``target``, ``columns`` (a list of mappings
+        with ``name``, ``dtype``, ``role`` and optionally ``source``, ``unit``,
+        ``min``, ``max``, ``allowed``, ``required``, ``description``) and optionally
+        ``event_time``, ``slice_column``, ``registered_model_name``, ``description``
+        and ``derived`` (a list of ``name``, ``expression``, ``unit``, ``description``;
+        ``expression`` is a pandas ``DataFrame.eval`` expression over feature columns).
+    source : str
+        Where the data came from, named in every error.
+
+    Raises
+    ------
+    DatasetSpecError
+        Naming the file, the entry and the key at fault.
+    """
+    if not isinstance(data, Mapping):
+        raise DatasetSpecError(f"{source}: expected a mapping at the top level")
+    _unknown_keys(source, data, _SPEC_KEYS)
+    missing = [k for k in ("name", "entity_id", "target", "columns") if k not in data]
+    if missing:
+        raise DatasetSpecError(f"{source}: missing {missing}")
+    raw_columns = data["columns"]
+    if not isinstance(raw_columns, list) or not raw_columns:
+        raise DatasetSpecError(f"{source}: 'columns' must be a non-empty list")
+    columns = tuple(
+        _column_from(
+            f"{source}: columns[{i}] ({c.get('name', '?') if isinstance(c, Mapping) else c!r})", c
+        )
+        for i, c in enumerate(raw_columns)
+    )
+    raw_derived = data.get("derived") or []
+    if not isinstance(raw_derived, list):
+        raise DatasetSpecError(f"{source}: 'derived' must be a list")
+    derived = tuple(
+        _derived_from(f"{source}: derived[{i}]", d, columns) for i, d in enumerate(raw_derived)
+    )
+    try:
+        return DatasetSpec(
+            name=str(data["name"]),
+            columns=columns,
+            entity_id=str(data["entity_id"]),
+            target=str(data["target"]),
+            derived=derived,
+            event_time=None if data.get("event_time") is None else str(data["event_time"]),
+            slice_column=None if data.get("slice_column") is None else str(data["slice_column"]),
+            registered_model_name=(
+                None
+                if data.get("registered_model_name") is None
+                else str(data["registered_model_name"])
+            ),
+            description=str(data.get("description", "")),
+        )
+    except ValueError as exc:
+        raise DatasetSpecError(f"{source}: {exc}") from exc
+
+
+def load_dataset_spec(path: str | Path) -> DatasetSpec:
+    """The dataset declared in a YAML, TOML or JSON file (see :func:`dataset_spec_from_mapping`).
+
+    Raises
+    ------
+    DatasetSpecError
+        When the file is missing, unreadable, malformed or declares an invalid dataset.
+    """
+    path = Path(path).expanduser()
+    return dataset_spec_from_mapping(_read_spec_file(path), str(path))

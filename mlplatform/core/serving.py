@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -74,7 +74,14 @@ HISTOGRAM_BINS = 20
 
 _HISTOGRAM_EDGES = np.linspace(0.0, 1.0, HISTOGRAM_BINS + 1)
 _DECILES = tuple(q / 10 for q in range(1, 10))
+NATURAL_WINDOW_ROWS = 500
+"""Rows per window when measuring how far consecutive training rows stray by themselves."""
+SKETCH_POINTS = 1001
+"""Quantiles kept per numeric feature (0 %, 0.1 %, ..., 100 %): the training
+distribution to within 0.1 % of its rows, enough for a Kolmogorov-Smirnov test."""
+_SKETCH_LEVELS = np.linspace(0.0, 1.0, SKETCH_POINTS)
 _REFERENCE_FORMAT = 1
+_PSI_EPS = 1e-4
 
 
 # --- training reference ----------------------------------------------------------------
@@ -92,23 +99,34 @@ class NumericReference:
         The 9 cut points at the 10 %, 20 %, ..., 90 % quantiles: with ``min`` and
         ``max`` they bound 10 bins holding a tenth of the training rows each, the
         reference a drift statistic (e.g. PSI) compares serving rows with.
+    quantiles : tuple of float
+        The :data:`SKETCH_POINTS` quantiles at 0 %, 0.1 %, ..., 100 % (a sketch of
+        the whole distribution, for the Kolmogorov-Smirnov test of
+        :mod:`mlplatform.core.monitoring`); empty in references stored before it.
     """
 
     min: float
     max: float
     deciles: tuple[float, ...]
+    quantiles: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
-        return {"min": self.min, "max": self.max, "deciles": list(self.deciles)}
+        return {
+            "min": self.min,
+            "max": self.max,
+            "deciles": list(self.deciles),
+            "quantiles": list(self.quantiles),
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> NumericReference:
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict` (``quantiles`` may be absent: older references)."""
         return cls(
             min=float(data["min"]),
             max=float(data["max"]),
             deciles=tuple(float(v) for v in data["deciles"]),
+            quantiles=tuple(float(v) for v in data.get("quantiles", ())),
         )
 
 
@@ -149,12 +167,22 @@ class TrainingReference:
         One entry per numeric model feature (raw and derived).
     categorical : mapping of str to CategoricalReference
         One entry per categorical model feature.
+    natural_psi : mapping of str to float
+        Per feature, the largest PSI of any window of ``natural_window`` consecutive
+        training rows against the whole training set: how far a stretch of rows
+        strays by itself (a slow random walk, like AI4I's temperatures, strays far).
+        A drift monitor should not call a recent window drifted for straying less.
+        Empty when the training rows were too few (fewer than two windows).
+    natural_window : int
+        Rows per window of ``natural_psi`` (0: not computed).
     """
 
     dataset: str
     n_rows: int
     numeric: Mapping[str, NumericReference]
     categorical: Mapping[str, CategoricalReference]
+    natural_psi: Mapping[str, float] = field(default_factory=dict)
+    natural_window: int = 0
 
     @property
     def features(self) -> list[str]:
@@ -162,10 +190,14 @@ class TrainingReference:
         return [*self.numeric, *self.categorical]
 
     @classmethod
-    def from_frame(cls, frame: pd.DataFrame, spec: DatasetSpec) -> TrainingReference:
+    def from_frame(
+        cls, frame: pd.DataFrame, spec: DatasetSpec, natural_window: int = NATURAL_WINDOW_ROWS
+    ) -> TrainingReference:
         """The reference of the training rows ``frame`` for the model features of ``spec``.
 
-        Missing values are ignored.
+        Missing values are ignored. ``natural_psi`` is measured over windows of
+        ``natural_window`` consecutive rows in ``frame``'s order (give the rows in the
+        order they arrived: the feature table keeps ingestion order).
 
         Raises
         ------
@@ -186,10 +218,12 @@ class TrainingReference:
             if values.size == 0:
                 raise ValueError(f"training feature {name!r} has no values")
             cuts = np.quantile(values, _DECILES)
+            sketch = np.quantile(values, _SKETCH_LEVELS, method="inverted_cdf")
             numeric[name] = NumericReference(
                 min=float(values.min()),
                 max=float(values.max()),
                 deciles=tuple(float(v) for v in cuts),
+                quantiles=tuple(float(v) for v in sketch),
             )
         categorical: dict[str, CategoricalReference] = {}
         for name in spec.categorical_features:
@@ -202,7 +236,13 @@ class TrainingReference:
                 categories=tuple(str(c) for c in counts.index),
                 shares=tuple(float(n) / total for n in counts.to_numpy()),
             )
-        return cls(dataset=spec.name, n_rows=len(frame), numeric=numeric, categorical=categorical)
+        reference = cls(
+            dataset=spec.name, n_rows=len(frame), numeric=numeric, categorical=categorical
+        )
+        natural = natural_window_psi(frame, reference, natural_window)
+        if not natural:
+            return reference
+        return replace(reference, natural_psi=natural, natural_window=natural_window)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (inverse: :meth:`from_dict`)."""
@@ -212,6 +252,8 @@ class TrainingReference:
             "n_rows": self.n_rows,
             "numeric": {k: v.to_dict() for k, v in self.numeric.items()},
             "categorical": {k: v.to_dict() for k, v in self.categorical.items()},
+            "natural_psi": dict(self.natural_psi),
+            "natural_window": self.natural_window,
         }
 
     @classmethod
@@ -235,6 +277,8 @@ class TrainingReference:
             categorical={
                 k: CategoricalReference.from_dict(v) for k, v in data["categorical"].items()
             },
+            natural_psi={k: float(v) for k, v in data.get("natural_psi", {}).items()},
+            natural_window=int(data.get("natural_window", 0)),
         )
 
 
@@ -482,10 +526,58 @@ def feature_bin_counts(frame: pd.DataFrame, reference: TrainingReference) -> dic
 def reference_shares(reference: TrainingReference, feature: str) -> list[float]:
     """Training share of each bin of :func:`feature_bin_counts` for ``feature``."""
     if feature in reference.numeric:
-        n = len(reference.numeric[feature].deciles) + 1
-        return [1.0 / n] * n
+        num = reference.numeric[feature]
+        n = len(num.deciles) + 1
+        if not num.quantiles:
+            return [1.0 / n] * n
+        # a tenth per bin holds for continuous values only: where ties make deciles
+        # equal (a feature that is mostly 0), the sketch gives each bin's real share
+        cuts = np.asarray(num.deciles, dtype="float64")
+        sketch = np.asarray(num.quantiles, dtype="float64")
+        counts = np.bincount(np.searchsorted(cuts, sketch, side="right"), minlength=n)
+        return (counts / sketch.size).tolist()
     shares = list(reference.categorical[feature].shares)
     return [*shares, 0.0]
+
+
+def _bin_index(frame: pd.DataFrame, reference: TrainingReference, name: str) -> np.ndarray:
+    """Each row's bin of :func:`feature_bin_counts` for ``name`` (-1: missing)."""
+    if name in reference.numeric:
+        values = pd.to_numeric(frame[name], errors="coerce").to_numpy("float64", na_value=np.nan)
+        cuts = np.asarray(reference.numeric[name].deciles, dtype="float64")
+        index = np.searchsorted(cuts, values, side="right")
+        return np.where(np.isnan(values), -1, index)
+    categories = list(reference.categorical[name].categories)
+    column = frame[name]
+    codes = pd.Categorical(column.astype("string"), categories=categories).codes
+    return np.where(column.isna().to_numpy(), -1, np.where(codes < 0, len(categories), codes))
+
+
+def natural_window_psi(
+    frame: pd.DataFrame, reference: TrainingReference, window: int
+) -> dict[str, float]:
+    """Per feature, the largest PSI of a window of ``window`` consecutive rows of ``frame``.
+
+    Windows start every ``window // 2`` rows. Empty when ``frame`` holds fewer than
+    two windows.
+    """
+    n = len(frame)
+    if window < 1 or n < 2 * window:
+        return {}
+    starts = np.arange(0, n - window + 1, max(1, window // 2))
+    out: dict[str, float] = {}
+    for name in reference.features:
+        index = _bin_index(frame, reference, name)
+        expected = np.clip(np.asarray(reference_shares(reference, name)), _PSI_EPS, None)
+        cumulative = np.zeros((n + 1, expected.size), dtype="int32")
+        for b in range(expected.size):
+            cumulative[1:, b] = np.cumsum(index == b)
+        counts = cumulative[starts + window] - cumulative[starts]
+        totals = counts.sum(axis=1, keepdims=True)
+        actual = np.clip(counts / np.maximum(totals, 1), _PSI_EPS, None)
+        psi = np.sum((actual - expected) * np.log(actual / expected), axis=1)
+        out[name] = float(psi[totals[:, 0] > 0].max()) if (totals > 0).any() else 0.0
+    return out
 
 
 def drift_report(

@@ -3,9 +3,13 @@
 from typing import Any
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from mlplatform.core import evaluation as core_evaluation
+from mlplatform.core import gate as core_gate
+from mlplatform.core import plots as core_plots
 from mlplatform.core.digest import frame_digest
 from mlplatform.core.evaluation import (
     CandidateEvaluation,
@@ -20,7 +24,7 @@ from mlplatform.core.gate import GateDecision, GateThresholds, decide
 from mlplatform.core.models import TrainedModel
 from mlplatform.core.plots import confusion_matrix_png, precision_recall_png, roc_png
 from mlplatform.core.split import SPLIT_COLUMN
-from mlplatform.defs.common import DATASET, EVALUATION, image_md
+from mlplatform.defs.common import DATASET, EVALUATION, OWNER, code_version, image_md
 from mlplatform.resources.mlflow_registry import MlflowRegistry
 
 
@@ -49,7 +53,11 @@ class GateConfig(dg.Config):
 class EvaluationConfig(dg.Config):
     """How the candidate is evaluated on the test split."""
 
-    slice_column: str = Field(default="type", description="Column whose values define slices.")
+    slice_column: str | None = Field(
+        default=DATASET.slice_column,
+        description="Categorical feature whose values define slices (recall per slice, judged "
+        "by the gate); null: no slices. Default: the dataset spec's slice_column.",
+    )
     bootstrap_resamples: int = Field(default=2_000, description="Bootstrap resamples.")
     confidence_level: float = Field(default=0.95, description="Confidence level of intervals.")
     importance_repeats: int = Field(
@@ -57,7 +65,14 @@ class EvaluationConfig(dg.Config):
     )
 
 
-@dg.asset(group_name=EVALUATION, kinds={"sklearn", "mlflow"}, owners=["team:ml-platform"])
+@dg.asset(
+    group_name=EVALUATION,
+    kinds={"sklearn", "mlflow", "matplotlib"},
+    owners=[OWNER],
+    code_version=code_version(
+        __file__, "model_evaluation", "EvaluationConfig", uses=(core_evaluation, core_plots)
+    ),
+)
 def model_evaluation(
     context: dg.AssetExecutionContext,
     config: EvaluationConfig,
@@ -77,7 +92,16 @@ def model_evaluation(
         level=config.confidence_level,
         seed=candidate_model.seed,
     )
-    slices = slice_reports(y, predicted, test[config.slice_column])
+    if config.slice_column is not None and config.slice_column not in test.columns:
+        raise dg.Failure(
+            f"model_evaluation: slice_column {config.slice_column!r} is not a column of the "
+            f"feature table; choose one of {DATASET.categorical_features} or null"
+        )
+    slices = (
+        slice_reports(y, predicted, test[config.slice_column])
+        if config.slice_column is not None
+        else {}
+    )
     importances = (
         permutation_importances(
             candidate_model.pipeline,
@@ -126,6 +150,8 @@ def model_evaluation(
     for name, interval in intervals.items():
         metadata[f"{name}_ci_low"] = interval.low
         metadata[f"{name}_ci_high"] = interval.high
+    metadata["test_rows"] = report.n_rows
+    metadata["test_positives"] = int(np.sum(y))
     metadata["slices"] = dg.MetadataValue.md(
         f"| {config.slice_column} | rows | positives | recall | precision |\n"
         + "|---|---|---|---|---|\n"
@@ -133,6 +159,8 @@ def model_evaluation(
             f"| {s.slice} | {s.n_rows} | {s.n_positive} | {s.recall:.4f} | {s.precision:.4f} |"
             for s in slices.values()
         )
+        if slices
+        else "no slices (slice_column is null)"
     )
     if importances is not None:
         metadata["permutation_importance"] = dg.MetadataValue.md(
@@ -152,7 +180,14 @@ def model_evaluation(
     return dg.Output(result, metadata=metadata)
 
 
-@dg.asset(group_name=EVALUATION, owners=["team:ml-platform"])
+@dg.asset(
+    group_name=EVALUATION,
+    kinds={"python"},
+    owners=[OWNER],
+    code_version=code_version(
+        __file__, "gate_decision", "GateConfig", "gate_metadata", uses=(core_gate,)
+    ),
+)
 def gate_decision(
     context: dg.AssetExecutionContext, config: GateConfig, model_evaluation: CandidateEvaluation
 ) -> dg.Output[GateDecision]:

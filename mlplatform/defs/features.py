@@ -7,16 +7,30 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from mlplatform.core import batches as core_batches
+from mlplatform.core import expectations as core_expectations
+from mlplatform.core import features as core_features
+from mlplatform.core import schema as core_schema
 from mlplatform.core.batches import parse_time
 from mlplatform.core.digest import frame_digest
 from mlplatform.core.expectations import table_expectations, validate
-from mlplatform.core.features import AS_OF_ATTR, DIGEST_ATTR, build_feature_table
-from mlplatform.core.schema import Role
-from mlplatform.defs.common import DATASET, FEATURES, preview_md
+from mlplatform.core.features import AS_OF_ATTR, DIGEST_ATTR, LINEAGE, build_feature_table
+from mlplatform.core.schema import DatasetSpec, Role
+from mlplatform.defs.common import DATASET, FEATURES, OWNER, code_version, preview_md
 from mlplatform.defs.ingestion import raw_observations
 from mlplatform.resources.feature_store import FeatureStore
 
 FEATURE_TABLE_CHECK = "feature_table_meets_expectations"
+
+
+def observation_columns(spec: DatasetSpec) -> list[str]:
+    """The stored columns the table is built from: no leakage, no stored derived features.
+
+    Derived features are recomputed from the declared columns (never from leakage ones),
+    so reading fewer columns leaves the table unchanged and halves what is held in memory.
+    """
+    declared = [c.name for c in spec.columns if c.role is not Role.LEAKAGE]
+    return list(dict.fromkeys([*declared, *LINEAGE]))
 
 
 class FeatureTableConfig(dg.Config):
@@ -33,8 +47,15 @@ class FeatureTableConfig(dg.Config):
     group_name=FEATURES,
     deps=[raw_observations],
     io_manager_key="feature_io_manager",
-    kinds={"pandas", "parquet"},
-    owners=["team:ml-platform"],
+    kinds={"pandas", "parquet", "great_expectations"},
+    owners=[OWNER],
+    code_version=code_version(
+        __file__,
+        "feature_table",
+        "FeatureTableConfig",
+        "observation_columns",
+        uses=(core_batches, core_features, core_expectations, core_schema),
+    ),
     check_specs=[
         dg.AssetCheckSpec(
             FEATURE_TABLE_CHECK,
@@ -55,7 +76,7 @@ def feature_table(
     the same table, and any training set split from it, can be rebuilt bit for bit.
     """
     as_of = parse_time(config.as_of) if config.as_of else parse_time(datetime.now(UTC))
-    observations = feature_store.as_of(DATASET, as_of)
+    observations = feature_store.as_of(DATASET, as_of, columns=observation_columns(DATASET))
     if observations.empty:
         raise dg.Failure(
             description=f"the feature store has no rows as of {as_of.isoformat()}: drop CSV or "
@@ -92,6 +113,7 @@ def feature_table(
             "as_of": as_of.isoformat(),
             "dataset_digest": digest,
             "rows": len(table),
+            "dagster/row_count": len(table),
             "batches": len(batches),
             "positive_rate": float(table[DATASET.target].mean()),
             "model_features": ", ".join(DATASET.model_features),

@@ -10,12 +10,17 @@ not grow with the batch's size.
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pandas as pd
+import pyarrow.compute as pc
 from pydantic import Field
 
+from mlplatform.core import serving as core_serving
+from mlplatform.core.automation_settings import AutomationSettings
+from mlplatform.core.batches import parse_time
 from mlplatform.core.plots import drift_png, probability_histogram_png
 from mlplatform.core.serving import (
     ServingInputError,
@@ -23,9 +28,10 @@ from mlplatform.core.serving import (
     drift_report,
     pipeline_threshold,
 )
-from mlplatform.defs.common import DATASET, INFERENCE, image_md
+from mlplatform.defs.common import DATASET, INFERENCE, OWNER, code_version, image_md
 from mlplatform.defs.ingestion import SOURCE_BATCHES, raw_observations
-from mlplatform.defs.registry import TRAINING_REFERENCE_DOC, champion_model
+from mlplatform.defs.policies import EXTERNAL_SERVICE_RETRY
+from mlplatform.defs.registry import TRAINING_REFERENCE_DOC, champion_model, mlflow_links
 from mlplatform.resources.batch_scoring import DEFAULT_BATCH_ROWS, score_dataset
 from mlplatform.resources.feature_store import FeatureStore
 from mlplatform.resources.mlflow_registry import MlflowRegistry, ModelVersionRef
@@ -66,36 +72,21 @@ def _models(config: ScoringConfig, registry: MlflowRegistry) -> list[tuple[Model
     return main + others
 
 
-@dg.asset(
-    group_name=INFERENCE,
-    partitions_def=SOURCE_BATCHES,
-    deps=[raw_observations, champion_model],
-    output_required=False,
-    kinds={"sklearn", "parquet"},
-    owners=["team:ml-platform"],
-)
-def batch_predictions(
+def _score_partition(
     context: dg.AssetExecutionContext,
+    key: str,
+    paths: list[Path],
+    models: list[tuple[ModelVersionRef, str]],
     config: ScoringConfig,
-    feature_store: FeatureStore,
     mlflow_registry: MlflowRegistry,
     prediction_store: PredictionStore,
-) -> Iterator[dg.MaterializeResult]:
-    """Failure probabilities for one source batch, from the champion (or pinned versions).
+    row_filter: pc.Expression | None = None,
+) -> dict[str, Any]:
+    """Score ``paths`` (only the rows ``row_filter`` keeps) into partition ``key``.
 
-    The batch's stored rows are checked against the model's training reference first:
-    a missing or mistyped column fails the run naming the column, with nothing
-    written; values outside the training range are scored, counted and flagged.
+    Checks the input against each model's training reference, streams the rows,
+    stores predictions, totals and the drift report; returns the run's metadata.
     """
-    key = context.partition_key
-    models = _models(config, mlflow_registry)
-    if not models:
-        context.log.warning(
-            f"no champion yet for {mlflow_registry.model_name!r}: batch {key} not scored. "
-            "A model becomes champion when it passes the recall gate."
-        )
-        return
-    paths = feature_store.batch_paths(key)
     scored_at = datetime.now(UTC)
     metadata: dict[str, Any] = {}
     for ref, role in models:
@@ -103,7 +94,8 @@ def batch_predictions(
         if document is None:
             raise dg.Failure(
                 f"{ref.name} version {ref.version} has no {TRAINING_REFERENCE_DOC}: it was "
-                "registered before train/serve checks existed; retrain or pin a newer version"
+                "registered before train/serve checks existed; retrain or pin a newer version",
+                allow_retries=False,
             )
         reference = TrainingReference.from_dict(document)
         pipeline = mlflow_registry.load(ref)
@@ -123,9 +115,10 @@ def batch_predictions(
                 run_id=context.run.run_id,
                 scored_at=scored_at,
                 batch_rows=config.batch_rows,
+                row_filter=row_filter,
             )
         except ServingInputError as exc:
-            raise dg.Failure(description=f"batch {key}: {exc}") from exc
+            raise dg.Failure(description=f"batch {key}: {exc}", allow_retries=False) from exc
         flagged = {k: v for k, v in summary.out_of_range.items() if v}
         context.log.info(
             f"batch {key}: {summary.rows:,} rows scored by {ref.name} v{ref.version} ({role}); "
@@ -187,4 +180,147 @@ def batch_predictions(
                 "probability histogram",
             )
             metadata["model_uri"] = ref.uri
+            metadata.update(mlflow_links(mlflow_registry.tracking_uri, ref))
+    return metadata
+
+
+@dg.asset(
+    group_name=INFERENCE,
+    partitions_def=SOURCE_BATCHES,
+    deps=[raw_observations, champion_model],
+    output_required=False,
+    kinds={"sklearn", "parquet", "mlflow"},
+    owners=[OWNER],
+    code_version=code_version(
+        __file__,
+        "batch_predictions",
+        "ScoringConfig",
+        "_models",
+        "_score_partition",
+        uses=(core_serving,),
+    ),
+    retry_policy=EXTERNAL_SERVICE_RETRY,
+)
+def batch_predictions(
+    context: dg.AssetExecutionContext,
+    config: ScoringConfig,
+    feature_store: FeatureStore,
+    mlflow_registry: MlflowRegistry,
+    prediction_store: PredictionStore,
+) -> Iterator[dg.MaterializeResult]:
+    """Failure probabilities for one source batch, from the champion (or pinned versions).
+
+    The batch's stored rows are checked against the model's training reference first:
+    a missing or mistyped column fails the run naming the column, with nothing
+    written; values outside the training range are scored, counted and flagged.
+    """
+    key = context.partition_key
+    models = _models(config, mlflow_registry)
+    if not models:
+        context.log.warning(
+            f"no champion yet for {mlflow_registry.model_name!r}: batch {key} not scored. "
+            "A model becomes champion when it passes the recall gate."
+        )
+        return
+    metadata = _score_partition(
+        context,
+        key,
+        feature_store.batch_paths(key),
+        models,
+        config,
+        mlflow_registry,
+        prediction_store,
+    )
     yield dg.MaterializeResult(metadata=metadata)
+
+
+WINDOW_HOURS_CRON = "0 0,12 * * *"
+INFERENCE_WINDOWS = dg.TimeWindowPartitionsDefinition(
+    start=parse_time(AutomationSettings.from_env().windows_start).to_pydatetime(),
+    fmt="%Y-%m-%d-%H:%M",
+    cron_schedule=WINDOW_HOURS_CRON,
+    timezone="UTC",
+)
+"""Twelve-hour windows of event time, 00:00-12:00 and 12:00-24:00 UTC."""
+
+
+def window_key(start: datetime) -> str:
+    """The prediction folder of the window starting at ``start``."""
+    return f"window-{start.astimezone(UTC):%Y%m%dT%H%M}Z"
+
+
+@dg.asset(
+    group_name=INFERENCE,
+    partitions_def=INFERENCE_WINDOWS,
+    # a window's rows may come from any source batch
+    deps=[
+        dg.AssetDep(raw_observations, partition_mapping=dg.AllPartitionMapping()),
+        champion_model,
+    ],
+    output_required=False,
+    kinds={"sklearn", "parquet", "mlflow"},
+    owners=[OWNER],
+    code_version=code_version(
+        __file__,
+        "window_predictions",
+        "ScoringConfig",
+        "_models",
+        "_score_partition",
+        uses=(core_serving,),
+    ),
+    retry_policy=EXTERNAL_SERVICE_RETRY,
+)
+def window_predictions(
+    context: dg.AssetExecutionContext,
+    config: ScoringConfig,
+    feature_store: FeatureStore,
+    mlflow_registry: MlflowRegistry,
+    prediction_store: PredictionStore,
+) -> Iterator[dg.MaterializeResult]:
+    """Failure probabilities for every stored row whose event time is in a twelve-hour window.
+
+    The scheduled inference: each window (00:00-12:00, 12:00-24:00 UTC) is scored
+    once it has closed, by the champion (or pinned versions), with the same checks,
+    streaming and monitoring as ``batch_predictions``. A missed window is a missing
+    partition: backfill it from the UI. Rows are read from the current version of
+    every batch whose event times overlap the window.
+    """
+    window = context.partition_time_window
+    start, end = parse_time(window.start), parse_time(window.end)
+    key = window_key(start)
+    event_time = DATASET.event_time
+    if event_time is None:
+        raise dg.Failure(
+            f"dataset {DATASET.name!r} declares no event time: windows cannot be scored",
+            allow_retries=False,
+        )
+    chosen = [
+        m
+        for m in feature_store.latest()
+        if m.event_time_min is not None
+        and m.event_time_max is not None
+        and parse_time(m.event_time_min) < end
+        and parse_time(m.event_time_max) >= start
+    ]
+    label = f"{start:%Y-%m-%d %H:%M}-{end:%H:%M} UTC"
+    if not chosen:
+        context.log.info(f"window {label}: no stored rows; nothing to score")
+        yield dg.MaterializeResult(metadata={"window": label, "rows": 0, "batches": 0})
+        return
+    models = _models(config, mlflow_registry)
+    if not models:
+        context.log.warning(
+            f"no champion yet for {mlflow_registry.model_name!r}: window {label} not scored"
+        )
+        return
+    paths = [p for m in chosen for p in feature_store.batch_paths(m.key, m.version)]
+    in_window = (pc.field(event_time) >= pd.Timestamp(start)) & (
+        pc.field(event_time) < pd.Timestamp(end)
+    )
+    context.log.info(f"window {label}: scoring rows of {len(chosen)} batch(es)")
+    metadata = _score_partition(
+        context, key, paths, models, config, mlflow_registry, prediction_store, in_window
+    )
+    yield dg.MaterializeResult(
+        metadata={"window": label, "batches": ", ".join(m.key for m in chosen), **metadata}
+    )

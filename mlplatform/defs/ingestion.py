@@ -10,14 +10,21 @@ New batches are found by :func:`register_new_batches`, called by the
 ``new_source_batches`` sensor and by ``mlplatform run``.
 """
 
+import json
 from collections.abc import Iterator
 
 import dagster as dg
 import pandas as pd
 
+from mlplatform.core import batches as core_batches
+from mlplatform.core import expectations as core_expectations
+from mlplatform.core import ingest as core_ingest
+from mlplatform.core.automation_settings import AutomationSettings
 from mlplatform.core.expectations import ValidationSummary, table_expectations, validate
 from mlplatform.core.ingest import FileRejected
-from mlplatform.defs.common import DATASET, INGESTION
+from mlplatform.core.triggers import Trigger
+from mlplatform.defs.common import DATASET, INGESTION, OWNER, code_version
+from mlplatform.defs.policies import EXTERNAL_SERVICE_RETRY
 from mlplatform.resources.feature_store import FeatureStore
 from mlplatform.resources.ingestion import (
     DEFAULT_CHUNK_ROWS,
@@ -59,8 +66,15 @@ def _md_table(frame: pd.DataFrame) -> dg.MetadataValue:
 @dg.asset(
     group_name=INGESTION,
     partitions_def=SOURCE_BATCHES,
-    kinds={"pandas", "parquet"},
-    owners=["team:ml-platform"],
+    kinds={"pandas", "parquet", "great_expectations"},
+    owners=[OWNER],
+    code_version=code_version(
+        __file__,
+        "raw_observations",
+        "IngestConfig",
+        uses=(core_ingest, core_expectations, core_batches),
+    ),
+    retry_policy=EXTERNAL_SERVICE_RETRY,
     check_specs=[
         dg.AssetCheckSpec(
             LANDED_ROWS_CHECK,
@@ -110,6 +124,7 @@ def raw_observations(
         context.log.error(f"rejected {exc}")
         raise dg.Failure(
             description=str(exc),
+            allow_retries=False,
             metadata={
                 "file": exc.source_file,
                 "reason": exc.reason,
@@ -186,26 +201,60 @@ def raw_observations(
     )
 
 
+AUTOMATION = AutomationSettings.from_env()
+_REMEMBERED_KEYS = 2_000
+
+
 @dg.sensor(
     name="new_source_batches",
-    minimum_interval_seconds=30,
-    asset_selection=[raw_observations],
-    default_status=dg.DefaultSensorStatus.STOPPED,
-    description="Plans a batch for every new landed file or new SQL rows and ingests it.",
+    minimum_interval_seconds=AUTOMATION.sensor_interval,
+    # the ingest job (defined in defs/jobs.py, which imports this module): its runs are
+    # named and tagged as ingestion runs in the UI
+    job_name="ingest",
+    default_status=dg.DefaultSensorStatus.RUNNING
+    if AUTOMATION.enabled
+    else dg.DefaultSensorStatus.STOPPED,
+    description="New data: plans a batch for every new landed file or new SQL rows and "
+    "requests its ingestion (one run per batch, tagged new-data). Its cursor remembers the "
+    "batches already requested, so a daemon restart neither skips nor repeats a file.",
 )
 def new_source_batches(
     context: dg.SensorEvaluationContext,
     sources: dg.ResourceParam[list[BatchSource]],
     feature_store: FeatureStore,
 ) -> dg.SensorResult:
-    """Add a partition per new batch and request its ingestion."""
+    """Add a partition per new batch and request its ingestion, a page at a time.
+
+    Plans are saved in the feature store before any run is requested: a batch
+    planned on a tick that died before its request is found again (planned, not
+    stored, data still waiting) and requested then. The cursor lists the batches
+    already requested (run keys guard against repeats as well), and at most
+    ``MLPLATFORM_SENSOR_MAX_RUNS_PER_TICK`` runs are requested per tick; the rest
+    follow on the next ticks.
+    """
+    settings = AutomationSettings.from_env()
+    requested: list[str] = json.loads(context.cursor)["requested"] if context.cursor else []
     found = discover(sources, feature_store)
     if found.duplicates:
         context.log.info(f"archived re-dropped files (already stored): {found.duplicates}")
     for error in found.errors:
         context.log.error(f"source unavailable: {error}")
-    keys = [p.key for p in found.new]
+    seen = set(requested)
+    waiting = [p.key for p in found.to_ingest if p.key not in seen]
+    page = list(dict.fromkeys(waiting))[: settings.max_runs_per_tick]
+    if len(waiting) > len(page):
+        context.log.info(
+            f"{len(waiting):,} batches to ingest; requesting {len(page)} now, the rest next tick"
+        )
+    known = set(context.instance.get_dynamic_partitions(SOURCE_BATCHES_NAME)) if page else set()
+    new_partitions = [k for k in page if k not in known]
+    remembered = [*requested, *page][-_REMEMBERED_KEYS:]
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(partition_key=k, run_key=k) for k in keys],
-        dynamic_partitions_requests=[SOURCE_BATCHES.build_add_request(keys)] if keys else [],
+        run_requests=[
+            dg.RunRequest(partition_key=k, run_key=k, tags=Trigger.NEW_DATA.tags()) for k in page
+        ],
+        dynamic_partitions_requests=[SOURCE_BATCHES.build_add_request(new_partitions)]
+        if new_partitions
+        else [],
+        cursor=json.dumps({"requested": remembered}),
     )

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from mlplatform.core.ledger import LedgerEntry
 from mlplatform.defs.jobs import ROLLBACK_CHAMPION
-from mlplatform.defs.registry import GATE_PASSED_TAG
+from mlplatform.defs.registry import GATE_PASSED_TAG, mlflow_links
 from mlplatform.resources.ledger import (
     ChampionChangeError,
     LedgerError,
@@ -130,6 +130,9 @@ def roll_back_champion(
             "action": entry.action,
             "ledger_entry": str(entry.id),
             "champion_uri": f"models:/{entry.model_name}@{mlflow_registry.champion_alias}",
+            **mlflow_links(
+                mlflow_registry.tracking_uri, mlflow_registry.get_version(entry.to_version)
+            ),
         },
     )
 

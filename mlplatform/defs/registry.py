@@ -1,11 +1,14 @@
 """Registry: every candidate becomes an MLflow model version; only a passed gate promotes."""
 
 import json
+import os
 from dataclasses import dataclass
 
 import dagster as dg
 import pandas as pd
 
+from mlplatform.core import ledger as core_ledger
+from mlplatform.core import serving as core_serving
 from mlplatform.core.digest import frame_digest
 from mlplatform.core.evaluation import CandidateEvaluation
 from mlplatform.core.features import AS_OF_ATTR, DIGEST_ATTR, model_inputs
@@ -13,16 +16,41 @@ from mlplatform.core.gate import GateDecision
 from mlplatform.core.models import TrainedModel
 from mlplatform.core.serving import TrainingReference
 from mlplatform.core.split import SPLIT_COLUMN
-from mlplatform.defs.common import DATASET, REGISTRY
+from mlplatform.defs.common import DATASET, OWNER, REGISTRY, code_version
 from mlplatform.defs.evaluation import gate_metadata
+from mlplatform.defs.policies import EXTERNAL_SERVICE_RETRY
 from mlplatform.resources.ledger import PromotionLedger, RolledBackVersionError, move_champion
 from mlplatform.resources.mlflow_registry import MlflowRegistry, ModelVersionRef
+from mlplatform.settings import MLFLOW_UI_URL_ENV
 
 TRAINING_REFERENCE_DOC = "training_reference.json"
 
 RECALL_GATE_CHECK = "recall_gate"
 GATE_PASSED_TAG = "gate.passed"
 GATE_DECISION_TAG = "gate.decision"
+CANDIDATE_TAG = "candidate"
+
+
+def mlflow_ui_url(tracking_uri: str) -> str:
+    """Base URL of the MLflow UI: ``MLPLATFORM_MLFLOW_UI_URL``, an http(s) tracking
+    server itself, else where ``mlflow ui`` listens by default."""
+    configured = os.environ.get(MLFLOW_UI_URL_ENV)
+    if configured:
+        return configured.rstrip("/")
+    if tracking_uri.startswith(("http://", "https://")):
+        return tracking_uri.rstrip("/")
+    return "http://127.0.0.1:5000"
+
+
+def mlflow_links(tracking_uri: str, ref: ModelVersionRef) -> dict[str, dg.MetadataValue]:
+    """URL metadata: the version's MLflow run and its model-version page."""
+    base = mlflow_ui_url(tracking_uri)
+    return {
+        "mlflow_run": dg.MetadataValue.url(f"{base}/#/runs/{ref.run_id}"),
+        "mlflow_model_version": dg.MetadataValue.url(
+            f"{base}/#/models/{ref.name}/versions/{ref.version}"
+        ),
+    }
 
 
 @dataclass(frozen=True)
@@ -35,7 +63,13 @@ class ChampionState:
     promoted: bool
 
 
-@dg.asset(group_name=REGISTRY, kinds={"mlflow"}, owners=["team:ml-platform"])
+@dg.asset(
+    group_name=REGISTRY,
+    kinds={"mlflow", "sklearn"},
+    owners=[OWNER],
+    code_version=code_version(__file__, "registered_model", uses=(core_serving,)),
+    retry_policy=EXTERNAL_SERVICE_RETRY,
+)
 def registered_model(
     context: dg.AssetExecutionContext,
     candidate_model: TrainedModel,
@@ -73,6 +107,7 @@ def registered_model(
         version_tags={
             GATE_PASSED_TAG: str(gate_decision.passed).lower(),
             GATE_DECISION_TAG: json.dumps(gate_decision.to_dict()),
+            CANDIDATE_TAG: candidate_model.model_name,
             "dagster_run_id": context.run.run_id,
         },
         input_example=model_inputs(train.head(5), DATASET),
@@ -97,6 +132,7 @@ def registered_model(
             "training_digest": digest,
             "feature_as_of": str(train_test_split.attrs.get(AS_OF_ATTR, "")),
             "gate_passed": gate_decision.passed,
+            **mlflow_links(mlflow_registry.tracking_uri, ref),
         },
     )
 
@@ -122,7 +158,13 @@ def recall_gate(
     )
 
 
-@dg.asset(group_name=REGISTRY, kinds={"mlflow"}, owners=["team:ml-platform"])
+@dg.asset(
+    group_name=REGISTRY,
+    kinds={"mlflow"},
+    owners=[OWNER],
+    code_version=code_version(__file__, "champion_model", "ChampionState", uses=(core_ledger,)),
+    retry_policy=EXTERNAL_SERVICE_RETRY,
+)
 def champion_model(
     context: dg.AssetExecutionContext,
     registered_model: ModelVersionRef,
@@ -175,5 +217,6 @@ def champion_model(
             "promoted": state.promoted,
             "ledger_entry": str(entry.id) if entry else "none",
             "champion_uri": f"models:/{state.name}@{mlflow_registry.champion_alias}",
+            **(mlflow_links(mlflow_registry.tracking_uri, current) if current else {}),
         },
     )

@@ -3,12 +3,14 @@
 import os
 from typing import Any
 
+from mlplatform.defs.common import DATASET
 from mlplatform.paths import StatePaths
 from mlplatform.resources.asset_storage import AssetStorage
 from mlplatform.resources.feature_store import FeatureStore
 from mlplatform.resources.landing import LandingArea
 from mlplatform.resources.ledger import PromotionLedger
 from mlplatform.resources.mlflow_registry import MlflowRegistry
+from mlplatform.resources.monitoring import MonitoringStore
 from mlplatform.resources.predictions import PredictionStore
 from mlplatform.resources.sql_source import SqlTableSource
 
@@ -52,7 +54,11 @@ def build_resources(
         "sources": [landing, sql_source],
         "feature_store": FeatureStore(root=str(paths.feature_store)),
         "prediction_store": PredictionStore(root=str(paths.predictions)),
+        "monitoring": MonitoringStore(
+            root=str(paths.monitoring), labels_inbox=str(paths.labels_inbox)
+        ),
         "mlflow_registry": MlflowRegistry(
+            model_name=DATASET.model_name,
             tracking_uri=tracking_uri or paths.mlflow_tracking_uri,
             artifact_root=None if tracking_uri else paths.mlflow_artifact_root,
         ),

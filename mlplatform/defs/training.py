@@ -6,6 +6,9 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from mlplatform.core import models as core_models
+from mlplatform.core import selection as core_selection
+from mlplatform.core import split as core_split
 from mlplatform.core.digest import frame_digest
 from mlplatform.core.features import AS_OF_ATTR
 from mlplatform.core.models import CANDIDATES, TrainedModel, train_candidate
@@ -18,7 +21,7 @@ from mlplatform.core.selection import (
     search_and_fit,
 )
 from mlplatform.core.split import SPLIT_COLUMN, stratified_split
-from mlplatform.defs.common import DATASET, TRAINING
+from mlplatform.defs.common import DATASET, OWNER, TRAINING, code_version, preview_md
 
 
 class SplitConfig(dg.Config):
@@ -130,7 +133,12 @@ def _check_search_config(config: TrainingConfig) -> None:
         )
 
 
-@dg.asset(group_name=TRAINING, kinds={"pandas", "parquet"}, owners=["team:ml-platform"])
+@dg.asset(
+    group_name=TRAINING,
+    kinds={"pandas", "parquet"},
+    owners=[OWNER],
+    code_version=code_version(__file__, "train_test_split", "SplitConfig", uses=(core_split,)),
+)
 def train_test_split(config: SplitConfig, feature_table: pd.DataFrame) -> dg.Output[pd.DataFrame]:
     """The feature table with each row marked train or test by a stratified shuffle split."""
     labelled, info = stratified_split(
@@ -148,6 +156,8 @@ def train_test_split(config: SplitConfig, feature_table: pd.DataFrame) -> dg.Out
             "positive_rate_train": info.positive_rate_train,
             "positive_rate_test": info.positive_rate_test,
             "train_digest": frame_digest(labelled[labelled[SPLIT_COLUMN] == "train"]),
+            "dagster/row_count": len(labelled),
+            "preview": preview_md(labelled),
         },
     )
 
@@ -193,7 +203,21 @@ def _search(
     return outcome
 
 
-@dg.asset(group_name=TRAINING, kinds={"sklearn"}, owners=["team:ml-platform"])
+@dg.asset(
+    group_name=TRAINING,
+    kinds={"sklearn", "joblib"},
+    owners=[OWNER],
+    code_version=code_version(
+        __file__,
+        "candidate_model",
+        "TrainingConfig",
+        "_threshold",
+        "_single_candidate",
+        "_check_search_config",
+        "_search",
+        uses=(core_models, core_selection),
+    ),
+)
 def candidate_model(
     context: dg.AssetExecutionContext, config: TrainingConfig, train_test_split: pd.DataFrame
 ) -> dg.Output[TrainedModel]:

@@ -37,6 +37,7 @@ from types import TracebackType
 from typing import TypeAlias
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from sklearn.pipeline import Pipeline
@@ -112,7 +113,28 @@ def _check_schemas(
     return tuple(columns)
 
 
-def _batches(dataset: ds.Dataset, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
+def _batches(
+    dataset: ds.Dataset,
+    columns: list[str],
+    batch_rows: int,
+    row_filter: pc.Expression | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """The rows of ``dataset`` in batches of at most ``batch_rows``, only ``columns``.
+
+    With ``row_filter``, only the rows it keeps (applied batch by batch, so memory
+    stays bounded; the filter's columns must be among ``columns``).
+    """
+    if row_filter is None:
+        yield from _all_batches(dataset, columns, batch_rows)
+        return
+    for batch in _all_batches(dataset, columns, batch_rows):
+        kept = pa.Table.from_batches([batch]).filter(row_filter)
+        yield from kept.to_batches()
+
+
+def _all_batches(
+    dataset: ds.Dataset, columns: list[str], batch_rows: int
+) -> Iterator[pa.RecordBatch]:
     """The rows of ``dataset`` in batches of at most ``batch_rows``, only ``columns``.
 
     Parquet files are streamed one at a time without pre-buffering, so memory is
@@ -254,6 +276,7 @@ def score_dataset(
     batch_rows: int = DEFAULT_BATCH_ROWS,
     rows_per_part: int = DEFAULT_ROWS_PER_PART,
     native_threads: int | None = 1,
+    row_filter: pc.Expression | None = None,
 ) -> ScoringSummary:
     """Score every row of ``source`` and publish the predictions as ``out_dir/partition``.
 
@@ -282,6 +305,9 @@ def score_dataset(
         BLAS/OpenMP threads of the model while scoring (None: leave as is). One is
         the default: on a shared machine, extra OpenMP threads of histogram boosting
         wait on each other more than they help (see ``benchmarks/batch_scoring.py``).
+    row_filter : pyarrow.compute.Expression or None
+        Score only the rows it keeps, e.g. an event-time window; its columns must
+        be read anyway (entity id, event time, model features).
 
     Returns
     -------
@@ -315,7 +341,7 @@ def score_dataset(
     )
     with limits, _temporary_partition(out_dir, partition) as tmp:
         with _PartWriter(tmp, rows_per_part) as writer:
-            for batch in _batches(dataset, list(columns), batch_rows):
+            for batch in _batches(dataset, list(columns), batch_rows, row_filter):
                 if batch.num_rows == 0:
                     continue
                 frame = batch.to_pandas()

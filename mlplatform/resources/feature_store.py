@@ -21,7 +21,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mlplatform.core.batches import (
+    AS_OF_KEYS,
     BatchManifest,
     BatchPlan,
     check_key,
@@ -51,16 +52,30 @@ MANIFEST = "_manifest.json"
 _STALE_TMP_SECONDS = 3600.0
 
 
-def _read_parquet(paths: list[Path]) -> pd.DataFrame:
+def _read_parquet(paths: list[Path], columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """The parts stacked, as one frame; ``columns`` (those a part has) only, if given."""
     if not paths:
         return pd.DataFrame()
-    tables = [pq.read_table(p) for p in paths]
+    tables = []
+    for p in paths:
+        wanted = None
+        if columns is not None:
+            present = set(pq.read_schema(p).names)
+            wanted = [c for c in columns if c in present]
+        tables.append(pq.read_table(p, columns=wanted))
     table = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
-    return table.to_pandas()
+    del tables
+    # column by column, each Arrow column freed once converted: about one copy at a time
+    return table.to_pandas(split_blocks=True, self_destruct=True)
 
 
 class BatchWriter:
-    """Writes one new version of a batch; nothing is visible until :meth:`commit`."""
+    """Writes one new version of a batch; nothing is visible until :meth:`commit`.
+
+    Parts are converted to Arrow and written on a background thread (both release
+    the GIL) while the caller types and validates the next chunk; at most one write
+    is in flight.
+    """
 
     def __init__(self, folder: Path, plan: BatchPlan, ingested_at: pd.Timestamp) -> None:
         self.plan = plan
@@ -73,17 +88,20 @@ class BatchWriter:
         self.tmp.mkdir(parents=True)
         self.parts: list[str] = []
         self.quarantine_parts: list[str] = []
-        self.rows_stored = 0
-        self.event_min: pd.Timestamp | None = None
-        self.event_max: pd.Timestamp | None = None
-        # Parquet encoding releases the GIL: parts are written on a background thread
-        # while the next chunk is typed and validated (at most one write in flight)
+        # per row part: (rows, earliest event time, latest event time), once written
+        self._stats: dict[str, tuple[int, pd.Timestamp | None, pd.Timestamp | None]] = {}
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-writer")
         self._pending: Future[None] | None = None
 
-    def _write(self, table: pa.Table, path: Path) -> None:
+    @property
+    def rows_stored(self) -> int:
+        """Rows in the parts written so far (waits for the write in flight)."""
         self._wait()
-        self._pending = self._pool.submit(pq.write_table, table, path)
+        return sum(rows for rows, _, _ in self._stats.values())
+
+    def _submit(self, job: Callable[[], None]) -> None:
+        self._wait()
+        self._pending = self._pool.submit(job)
 
     def _wait(self) -> None:
         if self._pending is not None:
@@ -91,17 +109,20 @@ class BatchWriter:
             pending.result()  # re-raises a failed write here
 
     def write_rows(self, rows: pd.DataFrame, event_time: str | None = None) -> None:
-        """Append a part of valid rows."""
+        """Append a part of valid rows (``rows`` must not be changed afterwards)."""
         if rows.empty:
             return
         name = f"part-{len(self.parts):05d}.parquet"
-        self._write(pa.Table.from_pandas(rows, preserve_index=False), self.tmp / name)
         self.parts.append(name)
-        self.rows_stored += len(rows)
-        if event_time is not None and event_time in rows.columns:
-            lo, hi = rows[event_time].min(), rows[event_time].max()
-            self.event_min = lo if self.event_min is None else min(self.event_min, lo)
-            self.event_max = hi if self.event_max is None else max(self.event_max, hi)
+
+        def job() -> None:
+            lo = hi = None
+            if event_time is not None and event_time in rows.columns:
+                lo, hi = rows[event_time].min(), rows[event_time].max()
+            pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), self.tmp / name)
+            self._stats[name] = (len(rows), lo, hi)
+
+        self._submit(job)
 
     def write_quarantine(self, quarantine: pd.DataFrame) -> None:
         """Append a part of quarantined rows (one row per failed row, column, expectation)."""
@@ -109,7 +130,8 @@ class BatchWriter:
             return
         name = f"quarantine-{len(self.quarantine_parts):05d}.parquet"
         frame = quarantine.assign(batch_id=self.plan.key, ingested_at=self.ingested_at)
-        self._write(pa.Table.from_pandas(frame, preserve_index=False), self.tmp / name)
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        self._submit(lambda: pq.write_table(table, self.tmp / name))
         self.quarantine_parts.append(name)
 
     def commit(
@@ -118,6 +140,10 @@ class BatchWriter:
         """Write the manifest and make the version visible (one rename)."""
         self._wait()
         self._pool.shutdown()
+        lows = [lo for _, lo, _ in self._stats.values() if lo is not None and not pd.isna(lo)]
+        highs = [hi for _, _, hi in self._stats.values() if hi is not None and not pd.isna(hi)]
+        event_min = min(lows) if lows else None
+        event_max = max(highs) if highs else None
         manifest = BatchManifest(
             key=self.plan.key,
             version=self.version,
@@ -130,8 +156,8 @@ class BatchWriter:
             parts=tuple(self.parts),
             quarantine_parts=tuple(self.quarantine_parts),
             ref=dict(self.plan.ref),
-            event_time_min=None if self.event_min is None else self.event_min.isoformat(),
-            event_time_max=None if self.event_max is None else self.event_max.isoformat(),
+            event_time_min=None if event_min is None else event_min.isoformat(),
+            event_time_max=None if event_max is None else event_max.isoformat(),
             validation=validation,
         )
         for name in [*self.parts, *self.quarantine_parts]:
@@ -276,14 +302,26 @@ class FeatureStore(dg.ConfigurableResource):
             raise KeyError(f"batch {key!r} has no committed version {version or ''}".strip())
         return self._paths(versions[-1:])
 
-    def as_of(self, spec: DatasetSpec, as_of: str | pd.Timestamp | None = None) -> pd.DataFrame:
+    def as_of(
+        self,
+        spec: DatasetSpec,
+        as_of: str | pd.Timestamp | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> pd.DataFrame:
         """Exactly the rows known at ``as_of`` (default: now), one per entity id.
 
         For each batch its newest version ingested at or before ``as_of``; for each
         entity the newest of its rows among those versions. Rows come in ingestion
         order, so the same ``as_of`` always gives the same frame, bit for bit.
+
+        ``columns`` limits what is read (and kept in memory) to those stored
+        columns, plus the ones choosing the newest row needs (:data:`AS_OF_KEYS`);
+        the rows are the same as without it.
         """
-        rows = _read_parquet(self._paths(self.latest(as_of)))
+        wanted = None
+        if columns is not None:
+            wanted = list(dict.fromkeys([*columns, spec.entity_id, *AS_OF_KEYS]))
+        rows = _read_parquet(self._paths(self.latest(as_of)), wanted)
         return resolve_as_of(rows, spec)
 
     def read_event_day(self, spec: DatasetSpec, day: str) -> pd.DataFrame:

@@ -27,6 +27,7 @@ from mlplatform.core.ingest import (
     PARSE_EXPECTATION,
     QUARANTINE_COLUMNS,
     FileRejected,
+    SeenIds,
     type_and_validate,
 )
 from mlplatform.core.schema import DatasetSpec
@@ -196,7 +197,7 @@ def ingest_batch(
     landed = stored = quarantined = 0
     summary = ValidationSummary()
     sample: list[pd.DataFrame] = []
-    seen_ids: set[int] = set()
+    seen_ids = SeenIds()
     try:
         with store.writer(plan, stamp) as writer:
             for i, chunk in enumerate(_prefetched(source.read(plan, chunk_rows))):
@@ -215,10 +216,12 @@ def ingest_batch(
                     row_numbers=chunk.row_numbers,
                     seen_ids=seen_ids,
                 )
-                rows = add_lineage(typed.valid, spec, plan=plan, ingested_at=stamp)
-                writer.write_rows(rows, spec.event_time)
+                # encoded and written on the writer thread while the next chunk is validated
+                writer.write_rows(
+                    add_lineage(typed.valid, spec, plan=plan, ingested_at=stamp), spec.event_time
+                )
                 writer.write_quarantine(typed.quarantine)
-                stored += len(rows)
+                stored += len(typed.valid)
                 quarantined += typed.rows_quarantined
                 if typed.validation is not None:
                     summary = summary.merge(typed.validation)
@@ -226,7 +229,7 @@ def ingest_batch(
                     sample.append(typed.quarantine.head(20))
                 log.info(
                     f"{plan.label}: chunk {i + 1}: {chunk.table.num_rows:,} rows read, "
-                    f"{len(rows):,} stored, {typed.rows_quarantined:,} quarantined "
+                    f"{len(typed.valid):,} stored, {typed.rows_quarantined:,} quarantined "
                     f"(total {landed:,} landed)"
                 )
             if landed == 0:

@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import numpy as np
@@ -33,6 +34,8 @@ SUPPORTED_SUFFIXES = (".csv", ".parquet")
 REASON_SUFFIX = ".reason.txt"
 _MIN_BLOCK = 1 << 16
 _MAX_BLOCK = 1 << 28
+# blocks of the multi-threaded reader: small enough that both cores parse a file
+_FAST_BLOCK = 1 << 21
 
 
 def _header(path: Path, label: str) -> list[str]:
@@ -79,7 +82,7 @@ def _row_numbers(start: int, count: int, skipped: set[int]) -> tuple[np.ndarray,
     return out, n
 
 
-def _read_csv(path: Path, label: str, chunk_rows: int) -> Iterator[RawChunk]:
+def _check_header(path: Path, label: str) -> list[str]:
     header = _header(path, label)
     if len(header) == 1 and any(sep in header[0] for sep in (";", "\t", "|")):
         raise FileRejected(
@@ -90,6 +93,98 @@ def _read_csv(path: Path, label: str, chunk_rows: int) -> Iterator[RawChunk]:
     if len(set(header)) != len(header):
         twice = next(c for c in header if header.count(c) > 1)
         raise FileRejected(label, "the column appears twice in the header", column=twice)
+    return header
+
+
+def _open(
+    path: Path, header: list[str], block: int, threads: bool, on_invalid: Any
+) -> pacsv.CSVStreamingReader:
+    return pacsv.open_csv(
+        path,
+        read_options=pacsv.ReadOptions(block_size=block, use_threads=threads),
+        parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
+        convert_options=pacsv.ConvertOptions(
+            column_types={c: pa.string() for c in header},
+            strings_can_be_null=True,
+            null_values=[""],
+        ),
+    )
+
+
+class _Chunker:
+    """Cuts a stream of numbered record batches into chunks of exactly ``chunk_rows`` rows.
+
+    Chunk boundaries depend only on the parsed rows, never on how the file was
+    read, so the fast and the careful reader cut a file identically.
+    """
+
+    def __init__(self, schema: pa.Schema, chunk_rows: int) -> None:
+        self.schema = schema
+        self.chunk_rows = chunk_rows
+        self.batches: list[pa.RecordBatch] = []
+        self.numbers: list[np.ndarray] = []
+        self.rows = 0
+
+    def add(
+        self, batch: pa.RecordBatch, numbers: np.ndarray
+    ) -> Iterator[tuple[pa.Table, np.ndarray]]:
+        """Take ``batch`` and its row numbers; yield (table, row numbers) of every full chunk."""
+        while batch.num_rows:
+            take = min(batch.num_rows, self.chunk_rows - self.rows)
+            self.batches.append(batch.slice(0, take))
+            self.numbers.append(numbers[:take])
+            self.rows += take
+            batch, numbers = batch.slice(take), numbers[take:]
+            if self.rows == self.chunk_rows:
+                yield from self.flush()
+
+    def flush(self) -> Iterator[tuple[pa.Table, np.ndarray]]:
+        """Yield the rows held (possibly none) as one chunk: (table, row numbers)."""
+        table = pa.Table.from_batches(self.batches, schema=self.schema)
+        numbers = np.concatenate(self.numbers) if self.numbers else np.empty(0, dtype="int64")
+        self.batches, self.numbers, self.rows = [], [], 0
+        yield table, numbers
+
+
+class _NotFast(Exception):
+    """The fast reader met a row it cannot number (or any error): read carefully instead."""
+
+
+def _read_csv_fast(path: Path, header: list[str], chunk_rows: int) -> Iterator[RawChunk]:
+    """Parse blocks on all cores; only for files without invalid rows (raises _NotFast).
+
+    With several threads pyarrow cannot say which line an invalid row was on, so
+    the first one (or any parse error) stops this reader; the caller continues
+    with :func:`_read_csv_careful` after the rows already handed out.
+    """
+
+    def on_invalid(row: pacsv.InvalidRow) -> str:
+        return "error"
+
+    try:
+        reader = _open(path, header, _FAST_BLOCK, True, on_invalid)
+        chunker = _Chunker(reader.schema, chunk_rows)
+        next_row = 1
+        for batch in reader:
+            numbers = np.arange(next_row, next_row + batch.num_rows, dtype="int64")
+            next_row += batch.num_rows
+            for table, rows in chunker.add(batch, numbers):
+                yield RawChunk(table, rows)
+        if chunker.rows or next_row == 1:
+            for table, rows in chunker.flush():
+                yield RawChunk(table, rows)
+    except Exception as exc:
+        raise _NotFast from exc
+
+
+def _read_csv_careful(
+    path: Path, label: str, header: list[str], chunk_rows: int, *, skip: int = 0
+) -> Iterator[RawChunk]:
+    """One thread, so pyarrow numbers every invalid row; the first ``skip`` rows are dropped.
+
+    ``skip`` rows were already handed out by the fast reader, which only hands
+    out rows of a stretch without invalid rows: they are rows ``1..skip``.
+    """
     with open(path, "rb") as fh:
         sample = fh.read(1 << 16)
     bytes_per_row = max(1.0, len(sample) / max(1, sample.count(b"\n")))
@@ -112,36 +207,35 @@ def _read_csv(path: Path, label: str, chunk_rows: int) -> Iterator[RawChunk]:
         return "skip"
 
     try:
-        reader = pacsv.open_csv(
-            path,
-            read_options=pacsv.ReadOptions(block_size=block, use_threads=False),
-            parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
-            convert_options=pacsv.ConvertOptions(
-                column_types={c: pa.string() for c in header},
-                strings_can_be_null=True,
-                null_values=[""],
-            ),
-        )
-        next_row, emitted = 1, 0
-        pending: list[pa.RecordBatch] = []
-        pending_rows = 0
+        reader = _open(path, header, block, False, on_invalid)
+        chunker = _Chunker(reader.schema, chunk_rows)
+        next_row, emitted, to_skip = 1, 0, skip
 
-        def flush() -> RawChunk:
-            nonlocal next_row, emitted, pending, pending_rows
-            table = pa.Table.from_batches(pending, schema=reader.schema)
-            numbers, next_row = _row_numbers(next_row, table.num_rows, set(rejected))
-            due = sorted(n for n in rejected if n < next_row and n >= emitted)
-            emitted = next_row
-            pending, pending_rows = [], 0
+        def chunk(table: pa.Table, numbers: np.ndarray) -> RawChunk:
+            # rejected rows numbered before the row after this chunk's last belong to it
+            nonlocal emitted
+            end = int(numbers[-1]) + 1 if len(numbers) else max(emitted, 1)
+            due = sorted(n for n in rejected if emitted <= n < end)
+            emitted = end
             return RawChunk(table, numbers, tuple(rejected[n] for n in due))
 
-        for record_batch in reader:
-            pending.append(record_batch)
-            pending_rows += record_batch.num_rows
-            if pending_rows >= chunk_rows:
-                yield flush()
-        if pending or not emitted:
-            yield flush()
+        for batch in reader:
+            numbers, next_row = _row_numbers(next_row, batch.num_rows, set(rejected))
+            if to_skip:
+                if any(0 <= n <= skip for n in rejected):
+                    raise RuntimeError(f"{label}: an invalid row among rows already handed out")
+                dropped = min(to_skip, batch.num_rows)
+                batch, numbers = batch.slice(dropped), numbers[dropped:]
+                to_skip -= dropped
+                if not to_skip:
+                    emitted = skip + 1  # as if the careful reader had handed rows 1..skip out
+            for table, rows in chunker.add(batch, numbers):
+                yield chunk(table, rows)
+        if to_skip:
+            raise RuntimeError(f"{label}: {skip} rows handed out but only {skip - to_skip} read")
+        if chunker.rows or not emitted:
+            for table, rows in chunker.flush():
+                yield chunk(table, rows)
         late = sorted(n for n in rejected if n >= emitted or n < 0)
         if late:
             yield RawChunk(
@@ -162,6 +256,26 @@ def _read_csv(path: Path, label: str, chunk_rows: int) -> Iterator[RawChunk]:
         raise FileRejected(label, f"unparseable CSV: {message[:300]}") from exc
     except OSError as exc:
         raise FileRejected(label, f"unreadable csv file: {exc}") from exc
+
+
+def _read_csv(path: Path, label: str, chunk_rows: int, *, fast: bool = True) -> Iterator[RawChunk]:
+    """The file's rows in chunks of exactly ``chunk_rows`` parsed rows (the last may be short).
+
+    First on all cores (``fast``); at the first invalid row or parse error, the
+    rest is read on one thread, which numbers and quarantines invalid rows and
+    names the line of a fatal error. Both cut and number rows identically.
+    """
+    header = _check_header(path, label)
+    handed_out = 0
+    if fast:
+        try:
+            for chunk in _read_csv_fast(path, header, chunk_rows):
+                handed_out += chunk.table.num_rows
+                yield chunk
+            return
+        except _NotFast:
+            pass
+    yield from _read_csv_careful(path, label, header, chunk_rows, skip=handed_out)
 
 
 def _read_parquet(path: Path, label: str, chunk_rows: int) -> Iterator[RawChunk]:
@@ -287,6 +401,10 @@ class LandingArea(dg.ConfigurableResource):
 
     def read(self, plan: BatchPlan, chunk_rows: int) -> Iterator[RawChunk]:
         """The planned file's rows in chunks, every CSV column as text, never all at once.
+
+        A CSV chunk holds exactly ``chunk_rows`` parsed rows (the last one fewer), with
+        the invalid rows of its stretch; a Parquet chunk is one record batch of at most
+        ``chunk_rows`` rows.
 
         Raises
         ------

@@ -9,6 +9,7 @@ location must load fast.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
@@ -56,8 +57,16 @@ class MlflowRegistry(dg.ConfigurableResource):
     def _client(self) -> MlflowClient:
         import mlflow
 
+        # MLflow also exports the URI as MLFLOW_TRACKING_URI, which is this platform's
+        # deployment setting: put the environment back, so a later build of the
+        # definitions in this process does not mistake this store for a configured server
+        exported = os.environ.get("MLFLOW_TRACKING_URI")
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
+        if exported is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = exported
         return mlflow.MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
     def _experiment_id(self, client: MlflowClient) -> str:

@@ -221,6 +221,44 @@ def test_resolve_as_of_is_deterministic_under_shuffling() -> None:
         pd.testing.assert_frame_equal(resolve_as_of(shuffled, AI4I), expected)
 
 
+def _sorted_then_latest(rows: pd.DataFrame) -> pd.DataFrame:
+    """The definition: a stable sort by (ingested_at, batch_id, source_row), last copy kept."""
+    ordered = rows.sort_values(["ingested_at", "batch_id", "source_row"], kind="stable")
+    return ordered.loc[~ordered["udi"].duplicated(keep="last").to_numpy()].reset_index(drop=True)
+
+
+@pytest.mark.parametrize("presorted", [True, False])
+@pytest.mark.parametrize("repeats", [True, False])
+def test_resolve_as_of_skips_the_sort_only_when_it_would_change_nothing(
+    presorted: bool, repeats: bool
+) -> None:
+    rng = np.random.default_rng(11)
+    n = 400
+    records = [
+        (
+            int(rng.integers(1, 150)) if repeats else i,
+            f"file-{'abc'[int(rng.integers(3))]}",
+            float(rng.integers(3)),  # many rows tie on the ingestion time
+            int(rng.integers(1, 60)),  # and on the row number
+            float(i),
+        )
+        for i in range(n)
+    ]
+    rows = _rows(records)
+    if presorted:  # as the store stacks them: already in order, ties kept in place
+        rows = rows.sort_values(["ingested_at", "batch_id", "source_row"], kind="stable")
+        rows = rows.reset_index(drop=True)
+    pd.testing.assert_frame_equal(resolve_as_of(rows, AI4I), _sorted_then_latest(rows))
+
+
+def test_resolve_as_of_keeps_rows_out_of_order_by_a_single_key_sorted() -> None:
+    # in order by time and batch, not by row number within one batch: must be sorted
+    rows = _rows([(1, "file-a", 0, 2, 1.0), (2, "file-a", 0, 1, 2.0), (1, "file-b", 1, 1, 3.0)])
+    resolved = resolve_as_of(rows, AI4I)
+    assert resolved["udi"].tolist() == [2, 1] and resolved["torque_nm"].tolist() == [2.0, 3.0]
+    pd.testing.assert_frame_equal(resolved, _sorted_then_latest(rows))
+
+
 def test_resolve_as_of_of_nothing_is_empty() -> None:
     empty = _rows(ROWS).iloc[:0]
     resolved = resolve_as_of(empty, AI4I)
@@ -271,6 +309,17 @@ def test_add_lineage_adds_derived_features_and_lineage_columns() -> None:
     assert out["ingested_at"].tolist() == [truncated] * 5
     # no event time in the batch: stamped with its ingestion time
     assert out["event_time"].tolist() == [truncated] * 5
+
+
+@pytest.mark.parametrize("rows", [5, 0])
+def test_add_lineage_text_columns_are_plain_arrow_text_in_every_row(rows: int) -> None:
+    valid = _valid(with_timestamp=False).iloc[:rows].reset_index(drop=True)
+    plan = BatchPlan("file-0123456789abcdef", "landing", "Ünïcode reading (2).csv", {})
+    out = add_lineage(valid, AI4I, plan=plan, ingested_at=T0)
+    expected_text = {"batch_id": plan.key, "source": "landing", "source_file": plan.label}
+    for column, value in expected_text.items():
+        expected = pd.Series(value, index=out.index, dtype=STRING, name=column)
+        pd.testing.assert_series_equal(out[column], expected)
 
 
 def test_add_lineage_fills_only_the_missing_event_times() -> None:

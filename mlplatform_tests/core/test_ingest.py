@@ -17,8 +17,11 @@ from mlplatform.core.ingest import (
     QUARANTINE_COLUMNS,
     TYPE_EXPECTATION,
     FileRejected,
+    SeenIds,
     canonical_columns,
     type_and_validate,
+    type_rows,
+    validate_rows,
 )
 from mlplatform.core.schema import AI4I
 
@@ -385,6 +388,82 @@ def test_id_seen_in_an_earlier_chunk_is_quarantined_and_seen_ids_grow() -> None:
     ]  # fmt: skip
     assert second.valid["source_row"].tolist() == [5, 8]
     assert seen == {1, 2, 3, 4, 5, 8}
+
+
+def test_seen_ids_answer_as_a_set_of_the_same_ids_would() -> None:
+    rng = np.random.default_rng(3)
+    seen, as_set, added = SeenIds(), set(), 0
+    for _ in range(5):  # ids arrive chunk by chunk, in any order
+        ids = rng.integers(0, 5_000, size=300)
+        probe = np.concatenate([rng.integers(0, 6_000, size=500).astype("float64"), [np.nan]])
+        expected = np.array([v in as_set for v in probe])
+        assert expected.any() or not as_set
+        assert (seen.contains(probe) == expected).all()
+        seen.add(ids)
+        as_set.update(ids.tolist())
+        added += len(ids)
+        assert len(seen) == added
+
+
+def test_seen_ids_and_a_set_quarantine_the_same_rows_across_chunks() -> None:
+    raw = raw_text(12, seed=5)
+    raw.loc[7, "UDI"] = "2"  # row 8 repeats the id of row 2, an earlier chunk
+    raw.loc[9, "Type"] = "X"  # row 10 is invalid
+    raw.loc[10, "UDI"] = "9"  # row 11 repeats the id of row 9, in its own chunk
+    outcomes = []
+    for seen in (set(), SeenIds()):
+        chunks = [
+            type_and_validate(
+                raw.iloc[i : i + 4].reset_index(drop=True),
+                AI4I,
+                SOURCE,
+                row_numbers=np.arange(i + 1, i + 5),
+                seen_ids=seen,
+            )
+            for i in (0, 4, 8)
+        ]
+        outcomes.append(
+            (
+                [_entries(c.quarantine) for c in chunks],
+                [c.valid["source_row"].tolist() for c in chunks],
+            )
+        )
+    assert outcomes[0] == outcomes[1]
+    assert [e["row_number"] for chunk in outcomes[0][0] for e in chunk] == [8, 10, 11]
+
+
+def test_typing_then_validating_is_type_and_validate() -> None:
+    raw = raw_text(30, seed=9)
+    raw.loc[3, "Torque [Nm]"] = "forty"  # a typing failure
+    raw.loc[5, "Air temperature [K]"] = "900"  # a GX failure
+    raw.loc[8, "UDI"] = "1"  # a repeated id
+    typed = type_rows(raw, AI4I, SOURCE)
+    assert not typed.clean and typed.num_rows == 30
+    split = validate_rows(typed, seen_ids=set())
+    whole = type_and_validate(raw, AI4I, SOURCE, seen_ids=set())
+    pd.testing.assert_frame_equal(split.valid, whole.valid)
+    pd.testing.assert_frame_equal(split.quarantine, whole.quarantine)
+    assert split.validation is not None and whole.validation is not None
+    assert split.validation.as_metadata() == whole.validation.as_metadata()
+    assert split.rows_quarantined == 3
+
+
+def test_a_cleanly_typed_chunk_stored_whole_is_its_valid_rows() -> None:
+    typed = type_rows(raw_text(40, seed=2), AI4I, SOURCE)
+    assert typed.clean
+    pd.testing.assert_frame_equal(typed.stored(), validate_rows(typed).valid)
+    assert _dtypes(typed.stored()) == DECLARED_DTYPES
+
+
+def test_a_missing_required_integer_cannot_be_stored_whole() -> None:
+    raw = raw_text(6, seed=2)
+    raw.loc[2, "Tool wear [min]"] = ""
+    typed = type_rows(raw, AI4I, SOURCE)
+    assert typed.clean  # an empty cell is missing, not a typing failure
+    with pytest.raises((TypeError, ValueError)):
+        typed.stored()
+    batch = validate_rows(typed)
+    assert batch.quarantine["row_number"].tolist() == [3]
 
 
 def test_row_numbers_must_match_the_rows() -> None:

@@ -8,21 +8,29 @@ from typing import Any
 import dagster as dg
 
 from mlplatform.core.generator import generate_ai4i
-from mlplatform.defs import evaluation, features, inference, ingestion, registry, training
+from mlplatform.defs import (
+    evaluation,
+    features,
+    inference,
+    ingestion,
+    monitoring,
+    registry,
+    training,
+)
 from mlplatform.defs.ingestion import SOURCE_BATCHES_NAME, register_new_batches
 from mlplatform.resources.landing import LandingArea
 
-MODULES = [ingestion, features, training, evaluation, registry, inference]
+MODULES = [ingestion, features, training, evaluation, registry, inference, monitoring]
 ASSETS: list[Any] = [
     *dg.load_assets_from_modules(MODULES),
     *dg.load_asset_checks_from_modules(MODULES),
 ]
-# every asset but the per-batch ingestion
+# what the training job materializes: every asset but ingestion, scoring and monitoring
 DOWNSTREAM = [
     a.key.to_user_string()
     for a in dg.load_assets_from_modules(MODULES)
     if isinstance(a, dg.AssetsDefinition)
-    and a.key.to_user_string() not in ("raw_observations", "batch_predictions")
+    and a.group_names_by_key.get(a.key) not in ("ingestion", "inference", "monitoring")
 ]
 
 

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from mlplatform.cli import main as cli_main
+from mlplatform.core.batches import BatchManifest
 from mlplatform.core.digest import frame_digest
 from mlplatform.core.features import AS_OF_ATTR, DIGEST_ATTR, build_feature_table
 from mlplatform.core.generator import generate_ai4i
@@ -19,9 +20,16 @@ from mlplatform.defs.common import DATASET
 from mlplatform.defs.resources import SQL_EVENT_TIME, SQL_TABLE, SQL_WATERMARK
 from mlplatform.paths import HOME_ENV, StatePaths
 from mlplatform.resources.feature_store import FeatureStore
+from mlplatform.resources.ingestion import discover, ingest_batch
+from mlplatform.resources.landing import LandingArea
 from mlplatform.resources.mlflow_registry import DATASET_DIGEST_TAG, MlflowRegistry
 from mlplatform.resources.sample_data import write_sql_readings
 from mlplatform_tests.defs.helpers import LENIENT, land_sample, materialize_all
+
+
+def _landed_files(state: StatePaths) -> list[Path]:
+    """Files waiting in the landing folder (its labels inbox is a folder, not a landed file)."""
+    return [p for p in state.landing.iterdir() if p.is_file()]
 
 
 def _sql(resources: dict[str, Any], frame: pd.DataFrame, start: datetime | None = None) -> None:
@@ -179,8 +187,44 @@ def test_a_crash_mid_write_leaves_the_previous_state_readable(
     leftovers = [p for p in Path(store.root).rglob(".tmp-*")]
     assert leftovers == []
     # the file was not lost: still in landing, and the next run retries its batch
-    assert len(list(state.landing.iterdir())) == 1
+    assert len(_landed_files(state)) == 1
     retried = materialize_all(resources, selection=["raw_observations"])
     assert retried.success and len(retried.ingest) == 1
     assert len(store.as_of(DATASET)) == 700
-    assert not list(state.landing.iterdir())
+    assert not _landed_files(state)
+
+
+# --- the store's own mechanics, without Dagster ---------------------------------------------
+
+
+def _landing_and_store(root: Path) -> tuple[LandingArea, FeatureStore]:
+    landing = LandingArea(
+        landing_dir=str(root / "landing"),
+        archive_dir=str(root / "archive"),
+        rejected_dir=str(root / "rejected"),
+    )
+    (root / "landing").mkdir(parents=True)
+    return landing, FeatureStore(root=str(root / "store"))
+
+
+def _ingest(landing: LandingArea, store: FeatureStore, chunk_rows: int) -> BatchManifest:
+    [plan] = discover([landing], store).new
+    return ingest_batch(plan, landing, store, DATASET, chunk_rows=chunk_rows).manifest
+
+
+def test_as_of_with_columns_reads_only_those_and_resolves_the_same_rows(tmp_path: Path) -> None:
+    landing, store = _landing_and_store(tmp_path)
+    generate_ai4i(50, seed=41).to_csv(Path(landing.landing_dir) / "first.csv", index=False)
+    _ingest(landing, store, chunk_rows=1_000)
+    # a later file corrects ids 31..50 and adds 51..70
+    later = generate_ai4i(40, seed=42, start_udi=31)
+    later.to_csv(Path(landing.landing_dir) / "second.csv", index=False)
+    _ingest(landing, store, chunk_rows=1_000)
+
+    everything = store.as_of(DATASET)
+    wanted = ["udi", "torque_nm", "type", "source_file"]
+    some = store.as_of(DATASET, columns=wanted)
+
+    assert list(some.columns) == [*wanted, "ingested_at", "batch_id", "source_row"]
+    pd.testing.assert_frame_equal(some, everything[list(some.columns)])
+    assert len(some) == 70 and (some.loc[some["udi"] > 30, "source_file"] == "second.csv").all()

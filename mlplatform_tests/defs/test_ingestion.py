@@ -48,6 +48,11 @@ IN_SET = "expect_column_values_to_be_in_set"
 NOT_NULL = "expect_column_values_to_not_be_null"
 
 
+def _landed_files(state: StatePaths) -> list[Path]:
+    """Files waiting in the landing folder (its labels inbox is a folder, not a landed file)."""
+    return [p for p in state.landing.iterdir() if p.is_file()]
+
+
 def _ingest(
     resources: dict[str, Any], instance: dg.DagsterInstance | None = None
 ) -> LifecycleResult:
@@ -139,7 +144,7 @@ def test_valid_file_is_stored_typed_archived_and_checked(
     [archived] = list(state.archive.iterdir())
     assert archived.read_bytes() == original
     assert archived.name == f"{manifest.ref['sha256'][:16]}__{name}"
-    assert not list(state.landing.iterdir())
+    assert not _landed_files(state)
 
 
 def test_same_file_dropped_twice_adds_no_rows(resources: dict[str, Any], state: StatePaths) -> None:
@@ -309,9 +314,11 @@ def test_sensor_requests_a_run_per_new_batch_then_nothing(
     )
     instance = dg.DagsterInstance.ephemeral()
 
-    def evaluate() -> dg.SensorResult:
-        context = dg.build_sensor_context(instance=instance, resources=resources)
-        result = new_source_batches(context)
+    def evaluate(cursor: str | None = None) -> dg.SensorResult:
+        with dg.build_sensor_context(
+            instance=instance, resources=resources, cursor=cursor
+        ) as context:
+            result = new_source_batches(context)
         assert isinstance(result, dg.SensorResult)
         return result
 
@@ -320,8 +327,8 @@ def test_sensor_requests_a_run_per_new_batch_then_nothing(
     assert [(r.partition_key, r.run_key) for r in _requests(first)] == [(k, k) for k in keys]
     assert first.dynamic_partitions_requests == [SOURCE_BATCHES.build_add_request(keys)]
 
-    # planned batches are not planned again, ingested or not
-    second = evaluate()
+    # the next tick (the daemon passes the cursor on) requests nothing again
+    second = evaluate(first.cursor)
     assert _requests(second) == [] and second.dynamic_partitions_requests == []
 
     # what the daemon does with the result: add the partitions, run each request
@@ -374,7 +381,7 @@ def test_file_missing_a_column_is_rejected_and_training_continues(
     rejected = sorted(p.name for p in state.rejected.iterdir())
     assert len(rejected) == 2 and rejected[1].endswith("no_torque.csv.reason.txt")
     assert "missing required column" in (state.rejected / rejected[1]).read_text()
-    assert not list(state.landing.iterdir())
+    assert not _landed_files(state)
     assert len(resources["feature_store"].manifests()) == 1  # nothing of it was stored
 
     # ... and training still runs, on the stored data, unchanged by the bad file
@@ -405,7 +412,7 @@ def test_unreadable_files_are_rejected_not_lost(
     assert "wrong delimiter" in reasons["semicolons.csv.reason.txt"]
     assert "unsupported file type" in reasons["notes.txt.reason.txt"]
     assert len(list(state.rejected.iterdir())) == 8
-    assert not list(state.landing.iterdir())
+    assert not _landed_files(state)
     assert resources["feature_store"].manifests() == []
 
 

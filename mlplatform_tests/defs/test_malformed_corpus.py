@@ -19,9 +19,11 @@ import pytest
 
 from mlplatform.core.batches import file_batch_key
 from mlplatform.core.generator import generate_ai4i
+from mlplatform.core.ingest import FileRejected
 from mlplatform.defs.common import DATASET
 from mlplatform.defs.ingestion import COUNT_INVARIANT_CHECK, STORED_ROWS_CHECK
 from mlplatform.paths import StatePaths
+from mlplatform.resources import landing as landing_module
 from mlplatform.resources.feature_store import FeatureStore
 from mlplatform.resources.files import TMP_PREFIX
 from mlplatform.resources.landing import REASON_SUFFIX
@@ -31,6 +33,11 @@ from mlplatform_tests.defs.helpers import ingest_pending
 CORPUS = build_corpus()
 GOOD_ROWS = 20
 PARTITION_TAG = "dagster/partition"
+
+
+def _landed_files(state: StatePaths) -> list[Path]:
+    """Files waiting in the landing folder (its labels inbox is a folder, not a landed file)."""
+    return [p for p in state.landing.iterdir() if p.is_file()]
 
 
 def _param(case: CorpusCase) -> Any:
@@ -191,7 +198,7 @@ def test_malformed_file_is_rejected_or_quarantined_and_good_data_flows(
     assert len(rows) == GOOD_ROWS + stored_here
     assert (rows["source_file"] == "good_batch.csv").sum() == GOOD_ROWS
     _stored_in(state.archive, good, "good_batch.csv")
-    assert not list(state.landing.iterdir())
+    assert not _landed_files(state)
     assert _temp_files(state) == []
 
 
@@ -240,7 +247,72 @@ def test_whole_corpus_at_once_loses_nothing(resources: dict[str, Any], state: St
             assert rejected.is_file() == case.rejected, name
             if not case.rejected:
                 assert store.manifests(_key(data))[0].rows_landed == case.data_rows, name
-    assert not list(state.landing.iterdir())
+    assert not _landed_files(state)
     assert _temp_files(state) == []
     stored = store.as_of(DATASET)
     assert (stored["source_file"].str.startswith("good_")).sum() == 2 * GOOD_ROWS
+
+
+# --- the fast CSV reader against the careful one -----------------------------------------------
+
+
+def _read_all(path: Path, chunk_rows: int, *, fast: bool) -> Any:
+    """Every chunk the reader hands out (table, row numbers, rejected rows), or its rejection."""
+    try:
+        return [
+            (c.table, c.row_numbers.tolist(), c.rejected)
+            for c in landing_module._read_csv(path, path.name, chunk_rows, fast=fast)
+        ]
+    except FileRejected as exc:
+        return (str(exc), exc.column)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, tuple) or isinstance(b, tuple):
+        return bool(a == b)
+    return len(a) == len(b) and all(
+        x[0].equals(y[0]) and x[1:] == y[1:] for x, y in zip(a, b, strict=True)
+    )
+
+
+CSV_CASES = [c for c in CORPUS if c.filename.endswith(".csv")]
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 7, 1_000_000])
+def test_fast_and_careful_csv_readers_agree_on_every_corpus_file(
+    chunk_rows: int, tmp_path: Path
+) -> None:
+    for case in CSV_CASES:
+        path = case.write(tmp_path)
+        fast, careful = (_read_all(path, chunk_rows, fast=f) for f in (True, False))
+        assert _same(fast, careful), case.id
+
+
+def test_fast_reader_hands_over_to_the_careful_one_at_the_first_invalid_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # several of the fast reader's blocks, invalid rows only in the last ones
+    lines = generate_ai4i(60_000, seed=5).to_csv(index=False, lineterminator="\n").splitlines()
+    lines[50_000] = ",".join(lines[50_000].split(",")[:5])  # too few fields
+    lines[55_000] = ""  # a blank line
+    lines[59_990] += ",7"  # too many
+    path = tmp_path / "late_trouble.csv"
+    path.write_text("\n".join(lines) + "\n")
+    handed_out: list[int] = []
+    fast_reader = landing_module._read_csv_fast
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        for chunk in fast_reader(*args, **kwargs):
+            handed_out.append(chunk.table.num_rows)
+            yield chunk
+
+    monkeypatch.setattr(landing_module, "_read_csv_fast", spy)
+
+    fast = _read_all(path, 10_000, fast=True)
+
+    assert sum(handed_out) >= 20_000  # the fast reader did part of the file
+    assert _same(fast, _read_all(path, 10_000, fast=False))
+    assert [len(c[1]) for c in fast] == [10_000] * 5 + [9_997]  # exactly chunk_rows each
+    # a blank line is no data row: rows after it are numbered one less than their line
+    assert [r.row_number for c in fast for r in c[2]] == [50_000, 59_989]
+    assert fast[-1][1][-1] == 59_999

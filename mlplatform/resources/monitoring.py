@@ -1,0 +1,291 @@
+"""Monitoring state on disk: drift windows, true outcomes, live metrics, alerts.
+
+Layout under ``root``::
+
+    drift/<evaluated-at>__<window>.parquet    one drift report per evaluated window
+    outcomes/<sha16>__<name>                  every labels file received, byte for byte
+    outcomes/_refused/<sha16>__<name>.parquet rows of a labels file that were refused
+    outcomes/_rejected/<sha16>__<name>        a labels file that could not be read (+ .reason.txt)
+    live_metrics.parquet                      live recall and precision per window
+    alerts/<time>__<run-id>.json              one record per failed run
+
+Every write is atomic (temp file, then rename).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from mlplatform.core.batches import BatchManifest
+from mlplatform.core.monitoring import LIVE_METRIC_COLUMNS
+from mlplatform.core.retry import call_with_retry
+from mlplatform.resources.feature_store import FeatureStore
+from mlplatform.resources.files import TMP_PREFIX, write_bytes_atomic, write_parquet_atomic
+from mlplatform.resources.predictions import PredictionStore
+
+__all__ = [
+    "LABEL_SUFFIXES",
+    "MonitoringStore",
+    "read_champion_predictions",
+    "read_recent_rows",
+]
+
+log = logging.getLogger(__name__)
+
+LABEL_SUFFIXES = (".csv", ".parquet")
+_PREDICTION_COLUMNS = [
+    "entity_id",
+    "event_time",
+    "failure_probability",
+    "predicted_failure",
+    "model_version",
+    "alias",
+    "scored_at",
+]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+class MonitoringStore(dg.ConfigurableResource):
+    """Reads and writes the monitoring state; ``labels_inbox`` is where outcomes land."""
+
+    root: str
+    labels_inbox: str
+
+    @property
+    def _root(self) -> Path:
+        return Path(self.root)
+
+    # -- drift ----------------------------------------------------------------------------
+
+    def write_drift(
+        self, report: pd.DataFrame, *, window: str, evaluated_at: datetime, info: dict[str, Any]
+    ) -> Path:
+        """Store one window's drift report, with the window's facts on every row."""
+        frame = report.assign(
+            window=window,
+            evaluated_at=pd.Timestamp(evaluated_at).tz_convert(UTC),
+            **{k: str(v) for k, v in info.items()},
+        )
+        name = f"{_stamp(evaluated_at)}__{_safe(window)}.parquet"
+        return write_parquet_atomic(frame, self._root / "drift" / name)
+
+    def drift_history(self) -> pd.DataFrame:
+        """Every stored drift report, oldest window first."""
+        folder = self._root / "drift"
+        paths = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+        frames = [pd.read_parquet(p) for p in paths if not p.name.startswith(TMP_PREFIX)]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    # -- outcomes -------------------------------------------------------------------------
+
+    @property
+    def _outcomes(self) -> Path:
+        return self._root / "outcomes"
+
+    def pending_labels(self) -> list[Path]:
+        """Labels files waiting in the inbox, by name (hidden and partial files skipped)."""
+        inbox = Path(self.labels_inbox)
+        if not inbox.is_dir():
+            return []
+        return [
+            p
+            for p in sorted(inbox.iterdir())
+            if p.is_file()
+            and not p.name.startswith((".", TMP_PREFIX))
+            and p.suffix.lower() in LABEL_SUFFIXES
+        ]
+
+    def pending_fingerprint(self) -> str:
+        """A digest of the inbox's file names and sizes: changes when a file lands."""
+        parts = [f"{p.name}:{p.stat().st_size}" for p in self.pending_labels()]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+    def read_labels_file(self, path: Path) -> pd.DataFrame:
+        """A labels file as a frame (CSV or Parquet)."""
+        if path.suffix.lower() == ".parquet":
+            return pd.read_parquet(path)
+        return pd.read_csv(path)
+
+    def receive_labels(self, path: Path) -> Path:
+        """Move a read labels file from the inbox into the kept outcomes (renamed by hash)."""
+        sha = _sha256(path)
+        target = self._outcomes / f"{sha[:16]}__{path.name}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():  # the same content again: kept once
+            path.unlink()
+            return target
+        shutil.move(str(path), target)
+        return target
+
+    def reject_labels(self, path: Path, reason: str) -> Path:
+        """Move an unreadable labels file aside, with the reason beside it."""
+        sha = _sha256(path)
+        target = self._outcomes / "_rejected" / f"{sha[:16]}__{path.name}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(path), target)
+        write_bytes_atomic(reason.encode(), target.with_name(target.name + ".reason.txt"))
+        return target
+
+    def write_refused(self, kept: Path, refused: pd.DataFrame) -> Path:
+        """Store the rows of a labels file that were refused, with their reasons."""
+        target = self._outcomes / "_refused" / f"{kept.name}.parquet"
+        return write_parquet_atomic(refused, target)
+
+    def received_labels(self) -> list[Path]:
+        """Every labels file received so far, oldest first."""
+        folder = self._outcomes
+        if not folder.is_dir():
+            return []
+        files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+        return sorted(files, key=lambda p: (p.stat().st_mtime, p.name))
+
+    # -- live metrics ---------------------------------------------------------------------
+
+    def write_live_metrics(self, metrics: pd.DataFrame) -> Path:
+        """Replace the live metrics table (recomputed from every outcome received)."""
+        return write_parquet_atomic(metrics, self._root / "live_metrics.parquet")
+
+    def live_metrics(self) -> pd.DataFrame:
+        """Live recall and precision per window (empty before any outcome arrived)."""
+        path = self._root / "live_metrics.parquet"
+        if not path.exists():
+            return pd.DataFrame(columns=LIVE_METRIC_COLUMNS)
+        return pd.read_parquet(path)
+
+    # -- alerts ---------------------------------------------------------------------------
+
+    def write_alert(self, record: dict[str, Any]) -> Path:
+        """Store one alert record as JSON."""
+        moment = datetime.now(UTC)
+        name = f"{_stamp(moment)}__{_safe(str(record.get('run_id', 'run')))}.json"
+        body = json.dumps({"recorded_at": moment.isoformat(), **record}, indent=2, default=str)
+        return write_bytes_atomic(body.encode(), self._root / "alerts" / name)
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """Every alert record, oldest first."""
+        folder = self._root / "alerts"
+        paths = sorted(folder.glob("*.json")) if folder.is_dir() else []
+        return [json.loads(p.read_text()) for p in paths if not p.name.startswith(TMP_PREFIX)]
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)[:100]
+
+
+def post_webhook(
+    url: str,
+    payload: dict[str, Any],
+    *,
+    attempts: int = 4,
+    base_delay: float = 1.0,
+    timeout: float = 10.0,
+) -> int:
+    """POST ``payload`` as JSON to ``url``, retried with backoff; returns the HTTP status.
+
+    Connection errors, timeouts and 5xx answers are retried; a 4xx answer is not
+    (the request itself is wrong).
+    """
+    body = json.dumps(payload, default=str).encode()
+
+    def send() -> int:
+        request = urllib.request.Request(
+            url, data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return int(response.status)
+
+    def transient(exc: BaseException) -> bool:
+        if isinstance(exc, urllib.error.HTTPError):
+            return exc.code >= 500
+        return isinstance(exc, OSError)
+
+    return call_with_retry(
+        send,
+        what=f"alert webhook {url}",
+        attempts=attempts,
+        base_delay=base_delay,
+        transient=transient,
+        log=log,
+    )
+
+
+def read_recent_rows(
+    store: FeatureStore,
+    manifests: Sequence[BatchManifest],
+    columns: Sequence[str],
+    *,
+    max_rows: int,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The stored rows of ``manifests``' batches, only ``columns``, at most ``max_rows``.
+
+    Reads file by file with column projection; when the batches hold more than
+    ``max_rows`` rows, a uniform random sample of that size is kept (a drift test
+    needs a sample, not every row), so memory is bounded whatever the batch sizes.
+    """
+    paths = [p for m in manifests for p in store.batch_paths(m.key, m.version)]
+    if not paths:
+        return pd.DataFrame(columns=list(columns))
+    counts = [pq.ParquetFile(p).metadata.num_rows for p in paths]
+    total = sum(counts)
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(total, size=max_rows, replace=False)) if total > max_rows else None
+    tables = []
+    offset = 0
+    for path, n in zip(paths, counts, strict=True):
+        present = [c for c in columns if c in pq.ParquetFile(path).schema_arrow.names]
+        if keep is None:
+            tables.append(pq.read_table(path, columns=present))
+        else:
+            local = keep[(keep >= offset) & (keep < offset + n)] - offset
+            if local.size:
+                tables.append(pq.read_table(path, columns=present).take(pa.array(local)))
+        offset += n
+    frame = pa.concat_tables(tables, promote_options="default").to_pandas()
+    return frame
+
+
+def read_champion_predictions(
+    store: PredictionStore, entity_ids: Sequence[int], alias: str
+) -> pd.DataFrame:
+    """Predictions the champion (rows tagged ``alias``) made for ``entity_ids``.
+
+    Every published prediction part is scanned with a filter, reading only the
+    columns the join needs.
+    """
+    files = store.files()
+    if not files or not len(entity_ids):
+        return pd.DataFrame(columns=_PREDICTION_COLUMNS)
+    dataset = ds.dataset([str(p) for p in files], format="parquet")
+    wanted = pa.array(np.asarray(entity_ids, dtype="int64"))
+    condition = (pc.field("alias") == alias) & pc.field("entity_id").isin(wanted)
+    table = dataset.to_table(columns=_PREDICTION_COLUMNS, filter=condition)
+    return table.to_pandas()

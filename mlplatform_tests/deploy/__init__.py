@@ -1,0 +1,1 @@
+"""Tests of the production deployment: its files and its topology on loopback."""
