@@ -197,7 +197,8 @@ def main() -> int:
             )
             if not training.dagster_run.is_success:
                 raise SystemExit(f"training run failed:\n{daemon.log_tail()}")
-            client = MlflowClient(tracking_uri=daemon.paths.mlflow_tracking_uri)
+            uri = daemon.paths.mlflow_tracking_uri
+            client = MlflowClient(tracking_uri=uri, registry_uri=uri)
             version = client.get_model_version_by_alias(AI4I.registered_model_name, "champion")
             to_champion = version.creation_timestamp / 1000 - landed_at
             ours = float(training.end_time or 0) - training.create_timestamp.timestamp()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -61,3 +62,28 @@ def _no_leaked_dagster_instance() -> Iterator[None]:
             "evaluation contexts in a `with` block",
             pytrace=False,
         )
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_uris_restored() -> Iterator[None]:
+    """Give every test the MLflow tracking and registry URIs the session started with.
+
+    ``MlflowRegistry`` sets MLflow's process-wide URIs (its fluent logging API needs
+    them) and MLflow exports them as environment variables. Left behind, they point a
+    later test's ``MlflowClient`` without an explicit registry URI, and every server
+    or daemon a later test starts, at an earlier test's store.
+    """
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    environment = {name: os.environ.get(name) for name in names}
+    yield
+    for name, value in environment.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    if "mlflow" in sys.modules:  # imported by this or an earlier test: reset its globals
+        from mlflow.tracking._model_registry import utils as registry_utils
+        from mlflow.tracking._tracking_service import utils as tracking_utils
+
+        tracking_utils._tracking_uri = None
+        registry_utils._registry_uri = None

@@ -70,7 +70,9 @@ def _drop(daemon: LocalDaemon, rows: int, *, seed: int, start_udi: int, shift: f
 
 def test_daemon_ingests_retrains_and_retrains_again_on_drift(daemon: LocalDaemon) -> None:
     instance = daemon.instance()
-    client = MlflowClient(tracking_uri=daemon.paths.mlflow_tracking_uri)
+    client = MlflowClient(
+        tracking_uri=daemon.paths.mlflow_tracking_uri, registry_uri=daemon.paths.mlflow_tracking_uri
+    )
     model = AI4I.registered_model_name
 
     def versions() -> list[int]:

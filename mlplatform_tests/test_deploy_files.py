@@ -92,14 +92,15 @@ def workspace_module() -> str:
 
 
 def ci_run_command() -> str:
-    """The command ``.ci/run`` runs: its last line, less a leading ``exec``."""
+    """The command ``.ci/run`` runs: its last line, less a leading ``exec`` and the
+    pass-through of its own arguments (``"$@"``, empty in CI)."""
     lines = [
         line.strip()
         for line in (REPO / ".ci" / "run").read_text().splitlines()
         if line.strip() and not line.strip().startswith("#")
     ]
     command = lines[-1]
-    return command.removeprefix("exec ").strip()
+    return command.removeprefix("exec ").removesuffix('"$@"').strip()
 
 
 # ---------------------------------------------------------------- Dockerfile parsing

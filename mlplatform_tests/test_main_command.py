@@ -37,6 +37,10 @@ BIN = Path(sys.executable).parent
 
 pytestmark = pytest.mark.e2e
 
+# assets only schedules and sensors materialize (12-hour windows, outcome labels, drift):
+# the main command trains and scores, it does not run them
+AUTOMATION_ONLY = {"window_predictions", "live_performance", "feature_drift"}
+
 # "ingested <label> (<batch key>): <landed> landed, <stored> stored, <quarantined> quarantined"
 INGESTED = re.compile(
     r"^ingested (?P<label>.+) \((?P<key>[a-z0-9_.-]+)\): (?P<landed>[\d,]+) landed, "
@@ -200,7 +204,10 @@ def test_main_command_scores_every_row_its_runs_generated(state: Path) -> None:
 
 def test_gate_failure_exits_3_and_keeps_champion(state: Path) -> None:
     before = _mlplatform(state, "status").stdout.split("champion:")[1].splitlines()[0]
-    failed = _mlplatform(state, "run", "--rows", "0", "--min-recall", "0.9999")
+    # one fast candidate: what is tested is the refused gate, not the search
+    failed = _mlplatform(
+        state, "run", "--rows", "0", "--model", "logistic_regression", "--min-recall", "0.9999"
+    )
     assert failed.returncode == 3, failed.stdout + failed.stderr
     assert "no new source batches" in failed.stdout  # trained on what the store holds
     assert "gate FAILED" in failed.stdout
@@ -294,7 +301,9 @@ def webserver(state: Path, tmp_path: Path) -> Iterator[int]:
 
 
 def _stop_group(proc: subprocess.Popen[bytes]) -> None:
-    for sig, wait in ((signal.SIGTERM, 60), (signal.SIGKILL, 30)):
+    # a test server: a short grace period, then killed (a webserver holding open
+    # connections can take a minute to shut down gracefully)
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 30)):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
@@ -323,7 +332,11 @@ def test_ui_shows_every_asset_materialized_with_metadata(webserver: int) -> None
     }"""
     for key in EXPECTED_GROUPS:
         data = _graphql(webserver, query, {"key": {"path": [key]}})
-        [latest] = data["assetOrError"]["assetMaterializations"]
+        materializations = data["assetOrError"]["assetMaterializations"]
+        if key in AUTOMATION_ONLY:  # listed in the UI; materialized by schedules and sensors
+            assert materializations == [], f"the main command materialized {key}"
+            continue
+        [latest] = materializations
         labels = {e["label"] for e in latest["metadataEntries"]}
         assert labels, f"{key} has a materialization without metadata"
         if key == "model_evaluation":

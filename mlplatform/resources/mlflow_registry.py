@@ -45,6 +45,9 @@ class ModelVersionRef:
         return f"models:/{self.name}/{self.version}"
 
 
+_EXPORTED_URIS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
 class MlflowRegistry(dg.ConfigurableResource):
     """Logs candidates, registers versions and moves the champion alias."""
 
@@ -57,16 +60,18 @@ class MlflowRegistry(dg.ConfigurableResource):
     def _client(self) -> MlflowClient:
         import mlflow
 
-        # MLflow also exports the URI as MLFLOW_TRACKING_URI, which is this platform's
-        # deployment setting: put the environment back, so a later build of the
-        # definitions in this process does not mistake this store for a configured server
-        exported = os.environ.get("MLFLOW_TRACKING_URI")
+        # MLflow also exports the URIs as MLFLOW_TRACKING_URI (this platform's deployment
+        # setting) and MLFLOW_REGISTRY_URI: put the environment back, so a later build of
+        # the definitions in this process does not mistake this store for a configured
+        # server, and processes started from this one do not inherit it
+        exported = {name: os.environ.get(name) for name in _EXPORTED_URIS}
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
-        if exported is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = exported
+        for name, value in exported.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         return mlflow.MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
     def _experiment_id(self, client: MlflowClient) -> str:

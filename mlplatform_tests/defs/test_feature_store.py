@@ -90,7 +90,7 @@ def test_a_day_of_events_can_be_read_on_its_own(resources: dict[str, Any]) -> No
 
 
 def _run_of(registry: MlflowRegistry, version: str) -> mlflow.entities.Run:
-    client = mlflow.MlflowClient(registry.tracking_uri)
+    client = mlflow.MlflowClient(registry.tracking_uri, registry.tracking_uri)
     model_version = client.get_model_version(registry.model_name, version)
     assert model_version.run_id is not None
     return client.get_run(model_version.run_id)

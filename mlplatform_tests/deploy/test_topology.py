@@ -293,7 +293,8 @@ def test_champion_is_in_the_mlflow_server_registry(
     from mlflow import MlflowClient
 
     registry = deployment.registry
-    client = MlflowClient(tracking_uri=deployment.tracking_uri)
+    uri = deployment.tracking_uri
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     version = client.get_model_version_by_alias(registry.model_name, registry.champion_alias)
     assert version.status == "READY"
     run = client.get_run(version.run_id)
@@ -390,7 +391,8 @@ def test_daemon_killed_mid_run_recovers(
     from mlflow import MlflowClient
 
     registry = deployment.registry
-    client = MlflowClient(tracking_uri=deployment.tracking_uri)
+    uri = deployment.tracking_uri
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     versions = client.search_model_versions(f"name = '{registry.model_name}'")
     assert versions and all(v.status == "READY" for v in versions)
     champion = registry.champion()
