@@ -241,6 +241,9 @@ class TrainedModel:
     n_fit_rows: int
     fit_seconds: float
     threshold_source: str = "configured"
+    # the candidate search that chose this model (rule, one row per candidate, seconds);
+    # empty when one candidate was trained as configured
+    search: dict[str, Any] = field(default_factory=dict)
 
 
 def stratified_subsample(y: np.ndarray, cap: int | None, seed: int) -> np.ndarray:

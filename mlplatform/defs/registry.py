@@ -24,6 +24,7 @@ from mlplatform.resources.mlflow_registry import MlflowRegistry, ModelVersionRef
 from mlplatform.settings import MLFLOW_UI_URL_ENV
 
 TRAINING_REFERENCE_DOC = "training_reference.json"
+CANDIDATE_SEARCH_DOC = "candidate_search.json"
 
 RECALL_GATE_CHECK = "recall_gate"
 GATE_PASSED_TAG = "gate.passed"
@@ -118,6 +119,8 @@ def registered_model(
             "gate_decision.json": gate_decision.to_dict(),
             # what the training rows looked like: the train/serve checks of scoring
             TRAINING_REFERENCE_DOC: TrainingReference.from_frame(train, DATASET).to_dict(),
+            # how this model was chosen: every candidate's best configuration, ranked
+            **({CANDIDATE_SEARCH_DOC: candidate_model.search} if candidate_model.search else {}),
         },
         images=model_evaluation.plots,
     )

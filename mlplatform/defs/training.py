@@ -1,5 +1,6 @@
 """Training: the train/test split (made before any fitting) and the candidate model."""
 
+import dataclasses
 from typing import Any, Literal
 
 import dagster as dg
@@ -240,7 +241,16 @@ def candidate_model(
         )
     else:
         outcome = _search(context, config, train)
-        trained = outcome.model
+        trained = dataclasses.replace(
+            outcome.model,
+            search={
+                "rule": outcome.selection.rule.describe(),
+                "search_seconds": round(outcome.search_seconds, 2),
+                "search_iterations": config.search_iterations,
+                "cv_folds": config.cv_folds,
+                "candidates": outcome.selection.table(),
+            },
+        )
         context.log.info(
             f"champion {trained.model_name} by the rule: {outcome.selection.rule.describe()}; "
             f"search took {outcome.search_seconds:.1f} s"

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mlplatform.core.models import TrainedModel
 from mlplatform.core.split import SPLIT_COLUMN
-from mlplatform_tests.defs.helpers import LifecycleResult, land_sample, materialize_all
+from mlplatform.defs.registry import CANDIDATE_SEARCH_DOC
+from mlplatform.resources.mlflow_registry import MlflowRegistry
+from mlplatform_tests.defs.helpers import LifecycleResult, gate_config, land_sample, materialize_all
 
 # the landed file's ingestion, then the feature table, the split and the candidate
 UP_TO_CANDIDATE = ["raw_observations", "feature_table", "train_test_split", "candidate_model"]
@@ -45,6 +49,9 @@ def test_search_names_the_winner_and_tables_every_candidate(resources: dict[str,
     assert metadata["row_caps"] == dict.fromkeys(names, 300)
     assert metadata["cv_recall"] >= 0.85
     assert metadata["search_seconds"] > 0
+    # the same table travels with the model, for its registered version's record
+    assert [row["candidate"] for row in trained.search["candidates"]] == ranked
+    assert trained.search["rule"] == metadata["selection_rule"]
 
     # the threshold chosen by the search is the one the fitted pipeline predicts with
     classifier = trained.pipeline.named_steps["classifier"]
@@ -83,3 +90,39 @@ def test_search_rejects_settings_that_would_be_ignored(
     assert not result.success
     [failure] = [e for e in result.all_events if e.is_step_failure]
     assert message in str(failure.step_failure_data.error)
+
+
+def test_the_search_table_is_an_artifact_of_the_registered_version(
+    resources: dict[str, Any],
+) -> None:
+    land_sample(resources, 1500, seed=33)
+    names = ["logistic_regression", "hist_gradient_boosting"]
+    gate = gate_config(
+        min_recall=0.0, min_precision=0.0, max_recall_drop_vs_champion=1.0, min_slice_recall=0.0
+    )
+    config = {
+        "ops": {
+            **gate["ops"],
+            **_training(candidates=names, search_iterations=1, search_jobs=1)["ops"],
+        }
+    }
+    result = materialize_all(
+        resources,
+        config,
+        selection=[*UP_TO_CANDIDATE, "model_evaluation", "gate_decision", "registered_model"],
+    )
+    assert result.success
+    trained: TrainedModel = result.output_for_node("candidate_model")
+    ref = result.output_for_node("registered_model")
+    registry: MlflowRegistry = resources["mlflow_registry"]
+    import mlflow
+
+    path = mlflow.artifacts.download_artifacts(
+        artifact_uri=f"runs:/{ref.run_id}/{CANDIDATE_SEARCH_DOC}",
+        tracking_uri=registry.tracking_uri,
+    )
+    logged = json.loads(Path(path).read_text())
+    assert logged == trained.search
+    assert sorted(row["candidate"] for row in logged["candidates"]) == sorted(names)
+    assert logged["candidates"][0]["candidate"] == trained.model_name
+    assert "0.85" in logged["rule"] and logged["cv_folds"] == 3

@@ -155,11 +155,11 @@ def test_which_candidate_trains_is_configuration(
         **LENIENT,
         "ops": {
             **LENIENT["ops"],
-            "candidate_model": {"config": {"model_name": model_name, "max_fit_rows": 800}},
+            "candidate_model": {"config": {"model_name": model_name, "max_fit_rows": 400}},
         },
     }
     result = materialize_all(resources, config)
-    # the gate may reject a Gaussian process fitted on 800 rows: only training and
+    # the gate may reject a Gaussian process fitted on 400 rows: only training and
     # registration are under test here
     trained = result.output_for_node("candidate_model")
     assert trained.model_name == model_name
@@ -167,7 +167,7 @@ def test_which_candidate_trains_is_configuration(
     # threshold is tuned on out-of-fold training predictions
     tuned = model_name == "gaussian_process"
     assert trained.threshold_source.startswith("tuned") == tuned
-    assert trained.n_fit_rows == 800 and trained.n_train_rows == 2100
+    assert trained.n_fit_rows == 400 and trained.n_train_rows == 2100
     classifier = trained.pipeline.named_steps["classifier"].estimator
     assert (
         type(classifier).__name__
@@ -180,4 +180,4 @@ def test_which_candidate_trains_is_configuration(
     [version] = registry.versions()
     run = registry._client().get_run(version.run_id)
     assert run.data.params["model_name"] == model_name
-    assert run.data.params["fit_rows"] == "800"
+    assert run.data.params["fit_rows"] == "400"
