@@ -145,6 +145,25 @@ def plain_python(store_root: Path, run_config: dict[str, Any]) -> tuple[float, d
     }
 
 
+def _step_seconds(instance: Any, run_id: str) -> dict[str, float]:
+    """Wall seconds of each step of a run, from its start to its success or failure event."""
+    from dagster import DagsterEventType
+
+    started: dict[str, float] = {}
+    seconds: dict[str, float] = {}
+    for record in instance.all_logs(run_id):
+        event = record.dagster_event
+        if event is None or event.step_key is None:
+            continue
+        if event.event_type == DagsterEventType.STEP_START:
+            started[event.step_key] = record.timestamp
+        elif event.event_type in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
+            begun = started.get(event.step_key)
+            if begun is not None:
+                seconds[event.step_key] = round(record.timestamp - begun, 2)
+    return seconds
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=10_000, help="rows in the landed file")
@@ -204,6 +223,7 @@ def main() -> int:
             ours = float(training.end_time or 0) - training.create_timestamp.timestamp()
             executing = float(training.end_time or 0) - float(training.start_time or 0)
             to_end = float(training.end_time or 0) - landed_at
+            steps = _step_seconds(instance, training.dagster_run.run_id)
         finally:
             daemon.stop()
         limit, facts = plain_python(daemon.paths.feature_store, run_config)
@@ -220,6 +240,7 @@ def main() -> int:
         "training_run_executing_s": round(executing, 2),
         "plain_python_s": round(limit, 2),
         "overhead_pct": round(100 * (ours / limit - 1), 1),
+        "training_run_steps_s": steps,
         "model": facts["model"],
         "ratio": round(ratio, 3),
         "target": round(TARGET, 3),

@@ -16,8 +16,8 @@ is left alone, and a second change of the same model is refused meanwhile (a uni
 index allows one pending entry per model).
 
 Append-only: rows are inserted, and the only update is a pending row's ``state``; on
-SQLite, triggers reject any other UPDATE and every DELETE. SQLAlchemy (installed with
-MLflow) is imported inside methods, like MLflow.
+SQLite and PostgreSQL, triggers reject any other UPDATE and every DELETE (and TRUNCATE).
+SQLAlchemy (installed with MLflow) is imported inside methods, like MLflow.
 """
 
 from __future__ import annotations
@@ -136,6 +136,66 @@ _SQLITE_TRIGGERS = (
     """,
 )
 
+# The same on PostgreSQL: one row trigger for UPDATE and DELETE, one statement trigger
+# for TRUNCATE, raising an integrity violation (SQLSTATE 23000) as SQLite's ABORT does.
+_PG_FUNCTION = f"{TABLE}_append_only"
+_PG_CHANGED = " OR ".join(f"NEW.{c} IS DISTINCT FROM OLD.{c}" for c in _IMMUTABLE)
+_PG_TRIGGERS = (
+    f"""
+    CREATE OR REPLACE FUNCTION {_PG_FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      IF TG_OP IN ('DELETE', 'TRUNCATE') THEN
+        RAISE EXCEPTION USING ERRCODE = 'integrity_constraint_violation',
+          MESSAGE = '{TABLE} is append-only: entries are never deleted';
+      END IF;
+      IF OLD.state <> 'pending' OR NEW.state NOT IN ('committed', 'aborted')
+         OR {_PG_CHANGED} THEN
+        RAISE EXCEPTION USING ERRCODE = 'integrity_constraint_violation',
+          MESSAGE = '{TABLE} is append-only: only a pending entry''s state may change';
+      END IF;
+      RETURN NEW;
+    END $$
+    """,
+    f"""
+    CREATE OR REPLACE TRIGGER {TABLE}_settle_only BEFORE UPDATE OR DELETE ON {TABLE}
+    FOR EACH ROW EXECUTE FUNCTION {_PG_FUNCTION}()
+    """,
+    f"""
+    CREATE OR REPLACE TRIGGER {TABLE}_no_truncate BEFORE TRUNCATE ON {TABLE}
+    FOR EACH STATEMENT EXECUTE FUNCTION {_PG_FUNCTION}()
+    """,
+)
+
+
+def _install_guards(engine: Engine) -> None:
+    """Create the append-only triggers of the ledger's database, where it has them."""
+    import sqlalchemy as sa
+
+    backend = engine.url.get_backend_name()
+    if backend == "sqlite":
+        with engine.begin() as conn:
+            for ddl in _SQLITE_TRIGGERS:
+                conn.exec_driver_sql(ddl)
+    elif backend == "postgresql":
+        with engine.begin() as conn:
+            present = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal "
+                    "AND tgrelid = CAST(:table AS regclass)"
+                ),
+                {"table": TABLE},
+            ).scalar_one()
+            if present < 2:  # once per database; serialized against a concurrent first use
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:t))"), {"t": TABLE})
+                for ddl in _PG_TRIGGERS:
+                    conn.exec_driver_sql(ddl)
+    else:
+        logger.warning(
+            "promotion ledger on %s: no append-only triggers for this database; the "
+            "ledger is append-only by this code alone",
+            backend,
+        )
+
 
 class PromotionLedger(dg.ConfigurableResource):
     """Append-only record of every champion alias change, in a SQL database."""
@@ -164,10 +224,7 @@ class PromotionLedger(dg.ConfigurableResource):
             metadata = sa.MetaData()
             table = _table(metadata)
             metadata.create_all(engine)
-            if sqlite:
-                with engine.begin() as conn:
-                    for ddl in _SQLITE_TRIGGERS:
-                        conn.exec_driver_sql(ddl)
+            _install_guards(engine)
             yield engine, table
         finally:
             engine.dispose()

@@ -9,7 +9,6 @@ location must load fast.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
@@ -45,9 +44,6 @@ class ModelVersionRef:
         return f"models:/{self.name}/{self.version}"
 
 
-_EXPORTED_URIS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
-
-
 class MlflowRegistry(dg.ConfigurableResource):
     """Logs candidates, registers versions and moves the champion alias."""
 
@@ -64,14 +60,16 @@ class MlflowRegistry(dg.ConfigurableResource):
         # setting) and MLFLOW_REGISTRY_URI: put the environment back, so a later build of
         # the definitions in this process does not mistake this store for a configured
         # server, and processes started from this one do not inherit it
-        exported = {name: os.environ.get(name) for name in _EXPORTED_URIS}
+        from mlflow.environment_variables import MLFLOW_REGISTRY_URI, MLFLOW_TRACKING_URI
+
+        exported = [(var, var.get_raw()) for var in (MLFLOW_TRACKING_URI, MLFLOW_REGISTRY_URI)]
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
-        for name, value in exported.items():
+        for var, value in exported:
             if value is None:
-                os.environ.pop(name, None)
+                var.unset()
             else:
-                os.environ[name] = value
+                var.set(value)
         return mlflow.MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
     def _experiment_id(self, client: MlflowClient) -> str:

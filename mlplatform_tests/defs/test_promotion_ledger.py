@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ from mlplatform_tests.defs.helpers import (
     land_sample,
     materialize_all,
 )
+from mlplatform_tests.pg import fresh_database
 
 REPO = Path(__file__).resolve().parents[2]
 # The lifecycle without scoring: inference is not under test here.
@@ -172,8 +174,18 @@ def test_entries_round_trip_in_order(state: StatePaths, resources: dict[str, Any
         ledger.commit(second)
 
 
-def test_one_pending_entry_per_model(resources: dict[str, Any]) -> None:
-    ledger: PromotionLedger = resources["ledger"]
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PromotionLedger]:
+    """The ledger on SQLite (the embedded default) and on the local PostgreSQL server."""
+    if request.param == "sqlite":
+        yield PromotionLedger(url=f"sqlite:///{tmp_path / 'ledger.db'}")
+        return
+    with fresh_database() as url:
+        yield PromotionLedger(url=url)
+
+
+def test_one_pending_entry_per_model(any_ledger: PromotionLedger) -> None:
+    ledger = any_ledger
     ledger.begin(action="override", model_name="m", from_version=None, to_version="1", reason="x")
     with pytest.raises(ChampionChangeError, match="model 'm' is in flight: ledger entry #1"):
         ledger.begin(
@@ -182,8 +194,8 @@ def test_one_pending_entry_per_model(resources: dict[str, Any]) -> None:
     ledger.begin(action="override", model_name="n", from_version=None, to_version="1", reason="z")
 
 
-def test_the_database_refuses_edits_and_deletes(resources: dict[str, Any]) -> None:
-    ledger: PromotionLedger = resources["ledger"]
+def test_the_database_refuses_edits_and_deletes(any_ledger: PromotionLedger) -> None:
+    ledger = any_ledger
     committed = ledger.begin(
         action="override", model_name="m", from_version=None, to_version="1", reason="x"
     )
@@ -199,6 +211,8 @@ def test_the_database_refuses_edits_and_deletes(resources: dict[str, Any]) -> No
         f"UPDATE champion_ledger SET state = 'committed', to_version = '3' WHERE id = {pending}",
         f"UPDATE champion_ledger SET state = 'pending' WHERE id = {pending}",
     ]
+    if engine.url.get_backend_name() == "postgresql":
+        refused.append("TRUNCATE champion_ledger")
     for sql in refused:
         with pytest.raises(sa.exc.IntegrityError, match="append-only"), engine.begin() as conn:
             conn.exec_driver_sql(sql)
