@@ -32,7 +32,7 @@ class GateConfig(dg.Config):
     """Thresholds of the recall gate."""
 
     min_recall: float = Field(
-        default=0.65,
+        default=0.70,
         description="Minimum for the lower bound of the test recall's bootstrap interval.",
     )
     min_precision: float = Field(

@@ -119,7 +119,7 @@ def test_configuration_reference_lists_every_setting(generated: dict[Path, bytes
         for field in config.model_fields:
             assert f"| `{field}` |" in text, f"{config.__name__}.{field}"
     # a default is shown as the code has it
-    assert "| `min_recall` | `float` | `0.65` |" in text
+    assert "| `min_recall` | `float` | `0.7` |" in text
     assert "| `test_size` | `float` | `0.3` |" in text
     for key, resource in build_resources(StatePaths(Path("/x"))).items():
         if not isinstance(resource, list):
