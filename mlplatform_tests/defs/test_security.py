@@ -1,12 +1,12 @@
-"""A configured password never reaches run logs, asset metadata, Python logs or stored files.
+"""Security defaults: a configured password never leaks; no landed pickle is ever loaded.
 
-The SQL source is configured the way a deployment does it, with a password in
-``MLPLATFORM_SQL_URL``, against a real PostgreSQL database on this machine (trust
-authentication accepts any password). A whole cycle runs (the file and the SQL pull
-ingested, training, gate, registration, promotion, scoring), then an ingestion run fails
-because the server is gone; then every event of every
-run, serialized with its metadata, every captured log line and every file the cycle
-left in the state folder are searched for the password.
+The password: the SQL source is configured the way a deployment does it, with a
+password in ``MLPLATFORM_SQL_URL``, against a real PostgreSQL database on this machine
+(trust authentication accepts any password). A whole cycle runs (the file and the SQL
+pull ingested, training, gate, registration, promotion, scoring), then an ingestion run
+fails because the server is gone. Every event of every run, serialized with its
+metadata, every captured log line and every file left in the state folder are
+searched for the password.
 """
 
 from __future__ import annotations
@@ -107,3 +107,36 @@ def test_a_configured_password_never_reaches_logs_metadata_or_files(
     assert any(p.suffix == ".parquet" for p in files)
     holding = [str(p) for p in files if password.encode() in p.read_bytes()]
     assert not holding, f"the password is stored in {holding}"
+
+
+class _Booby:
+    """Unpickling this creates a marker file: proof that a pickle was loaded."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (Path.write_text, (Path(self.marker), "unpickled"))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["model.pkl", "model.joblib", "features.parquet"])
+def test_a_pickle_in_the_landing_area_is_never_loaded(
+    state: StatePaths, tmp_path: Path, name: str
+) -> None:
+    import pickle
+
+    marker = tmp_path / "marker.txt"
+    payload = pickle.dumps(_Booby(marker))
+    (state.landing / name).write_bytes(payload)
+    resources = build_resources(state)
+    instance = dg.DagsterInstance.ephemeral()
+    result = materialize_all(resources, LENIENT, selection=[INGESTION_ASSET], instance=instance)
+    assert not marker.exists(), "a pickle from the landing area was unpickled"
+    # the file is rejected with its reason, byte for byte, and nothing was stored
+    [rejected] = [p for p in state.rejected.iterdir() if p.name.endswith(name)]
+    assert rejected.read_bytes() == payload
+    reason = rejected.with_name(rejected.name + ".reason.txt").read_text()
+    expected = "unreadable parquet file" if name.endswith(".parquet") else "unsupported file type"
+    assert reason.startswith(f"{name}: {expected}"), reason
+    assert resources["feature_store"].latest() == []
+    assert result.ingest == [] or not any(r.success for r in result.ingest)
