@@ -25,6 +25,7 @@ from mlplatform.core.models import TrainedModel
 from mlplatform.core.plots import confusion_matrix_png, precision_recall_png, roc_png
 from mlplatform.core.split import SPLIT_COLUMN
 from mlplatform.defs.common import DATASET, EVALUATION, OWNER, code_version, image_md
+from mlplatform.defs.policies import EXTERNAL_SERVICE_RETRY
 from mlplatform.resources.mlflow_registry import MlflowRegistry
 
 
@@ -72,6 +73,8 @@ class EvaluationConfig(dg.Config):
     code_version=code_version(
         __file__, "model_evaluation", "EvaluationConfig", uses=(core_evaluation, core_plots)
     ),
+    # it reads the champion (version, training ids, model) from MLflow
+    retry_policy=EXTERNAL_SERVICE_RETRY,
 )
 def model_evaluation(
     context: dg.AssetExecutionContext,
@@ -95,7 +98,8 @@ def model_evaluation(
     if config.slice_column is not None and config.slice_column not in test.columns:
         raise dg.Failure(
             f"model_evaluation: slice_column {config.slice_column!r} is not a column of the "
-            f"feature table; choose one of {DATASET.categorical_features} or null"
+            f"feature table; choose one of {DATASET.categorical_features} or null",
+            allow_retries=False,
         )
     slices = (
         slice_reports(y, predicted, test[config.slice_column])
