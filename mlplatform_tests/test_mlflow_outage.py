@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -38,6 +37,7 @@ from mlplatform_tests.defs.helpers import (
     ingest_pending,
     land_sample,
 )
+from mlplatform_tests.deploy.topology import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -53,18 +53,12 @@ FAST = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class MlflowServer:
     """``mlflow server`` on loopback, startable and stoppable on one store and port."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.port = _free_port()
+        self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
