@@ -18,10 +18,11 @@ column.
 from __future__ import annotations
 
 import json
+import logging
 import os
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,9 @@ from mlplatform.core.expectations import (
     UNIQUE_EXPECTATION,
     FailedExpectation,
     ValidationSummary,
+    evaluate,
     row_expectations,
+    unexpected_counts,
     validate,
 )
 from mlplatform.core.schema import ColumnSpec, DatasetSpec
@@ -48,6 +51,7 @@ __all__ = [
     "SeenIds",
     "TypedBatch",
     "TypedRows",
+    "ValidationMismatch",
     "canonical_columns",
     "empty_quarantine",
     "type_and_validate",
@@ -55,7 +59,11 @@ __all__ = [
     "validate_rows",
 ]
 
+_log = logging.getLogger(__name__)
 _MAX_EXACT_INT = float(2**53)
+# The longest text cell stored: a longer one fails typing. Quarantined values and
+# record fields are clipped to it, so one giant cell cannot bloat the quarantine.
+MAX_TEXT_CHARS = 1_000
 _TYPING_THREADS = min(4, os.cpu_count() or 1)
 # Arrow-backed text: no Python object per value, and Parquet round trips without copies.
 STRING_DTYPE = pd.StringDtype("pyarrow")
@@ -104,6 +112,19 @@ class TypedBatch:
     quarantine: pd.DataFrame
     rows_landed: int
     validation: ValidationSummary | None = None
+    confirm: Callable[[], ValidationSummary] | None = field(default=None, repr=False, compare=False)
+
+    def confirmed(self) -> ValidationSummary:
+        """The GX summary of the chunk, waiting for a confirmation still running.
+
+        Raises
+        ------
+        ValidationMismatch
+            When Great Expectations disagrees with the rows this batch quarantined.
+        """
+        if self.confirm is not None:
+            return self.confirm()
+        return self.validation if self.validation is not None else ValidationSummary()
 
     @property
     def rows_quarantined(self) -> int:
@@ -232,12 +253,38 @@ def _type_column(
         stamps, bad = _to_timestamp(flat)
         problems.append((bad, "not an ISO-8601 timestamp"))
         return stamps.array, problems
-    return pd.array(_as_text(flat), dtype=STRING_DTYPE), problems
+    text = _as_text(flat)
+    too_long = pc.greater(pc.utf8_length(text), MAX_TEXT_CHARS)
+    if pc.any(too_long).as_py():
+        long_mask = pc.fill_null(too_long, False).to_numpy(zero_copy_only=False)
+        problems.append((long_mask, f"text longer than {MAX_TEXT_CHARS:,} characters"))
+        text = pc.if_else(too_long, pa.scalar(None, pa.string()), text)
+    return pd.array(text, dtype=STRING_DTYPE), problems
+
+
+def _clip_text(value: str) -> str:
+    """``value``, cut to :data:`MAX_TEXT_CHARS` characters with its length if longer."""
+    if len(value) <= MAX_TEXT_CHARS:
+        return value
+    return f"{value[:MAX_TEXT_CHARS]}... ({len(value):,} characters)"
+
+
+def _clipped(values: pd.Series) -> pd.Series:
+    """Object ``values`` with every text longer than :data:`MAX_TEXT_CHARS` clipped."""
+    long = (values.str.len() > MAX_TEXT_CHARS).to_numpy(dtype=bool, na_value=False)
+    if not long.any():
+        return values
+    out = values.copy()
+    out[long] = [_clip_text(v) for v in values[long]]
+    return out
 
 
 def _raw_text(table: pa.Table) -> pd.DataFrame:
     return pd.DataFrame(
-        {name: _as_text(table.column(name)).to_pandas() for name in table.column_names}
+        {
+            name: _clipped(pd.Series(_as_text(table.column(name)).to_pandas(), dtype="object"))
+            for name in table.column_names
+        }
     )
 
 
@@ -361,7 +408,7 @@ def _problem_rows(
         {
             "row_number": numbers[mask],
             "column": column.source,
-            "value": values.fillna("<missing>").astype(str).to_numpy(),
+            "value": _clipped(values.fillna("<missing>").astype(str)).to_numpy(),
             "expectation": expectation,
             "reason": reason,
         }
@@ -426,6 +473,8 @@ def type_and_validate(
     *,
     row_numbers: np.ndarray | None = None,
     seen_ids: set[int] | SeenIds | None = None,
+    confirm_on: Executor | None = None,
+    exact: bool = False,
 ) -> TypedBatch:
     """Type ``raw`` by ``spec``, validate it with GX, and split valid rows from bad ones.
 
@@ -443,6 +492,8 @@ def type_and_validate(
     seen_ids : set of int or SeenIds, optional
         Entity ids of earlier chunks of the same file; a row repeating one is
         quarantined as a duplicate, and this chunk's valid ids are added.
+    confirm_on, exact
+        See :func:`validate_rows`.
 
     Raises
     ------
@@ -450,14 +501,104 @@ def type_and_validate(
         When the chunk as a whole cannot be used (see :func:`canonical_columns`).
     """
     typed = type_rows(raw, spec, source_file, row_numbers=row_numbers)
-    return validate_rows(typed, seen_ids=seen_ids)
+    return validate_rows(typed, seen_ids=seen_ids, confirm_on=confirm_on, exact=exact)
 
 
-def validate_rows(typed: TypedRows, *, seen_ids: set[int] | SeenIds | None = None) -> TypedBatch:
+class ValidationMismatch(RuntimeError):
+    """Great Expectations and the row-by-row evaluation disagree about a chunk."""
+
+
+def _confirm(fast: ValidationSummary, gx: ValidationSummary, source_file: str) -> ValidationSummary:
+    """``gx`` if it agrees with ``fast`` (counts, and its first failing rows); else raise."""
+    expected, told = unexpected_counts(fast), unexpected_counts(gx)
+    if expected != told:
+        raise ValidationMismatch(
+            f"{source_file}: Great Expectations counts {told} failing rows, the row-by-row "
+            f"evaluation {expected}"
+        )
+    if not gx.unexpected.empty:
+        found = set(
+            zip(
+                fast.unexpected["row_number"].tolist(),
+                fast.unexpected["column"].tolist(),
+                fast.unexpected["expectation"].tolist(),
+                strict=True,
+            )
+        )
+        listed = zip(
+            gx.unexpected["row_number"].tolist(),
+            gx.unexpected["column"].tolist(),
+            gx.unexpected["expectation"].tolist(),
+            strict=True,
+        )
+        missed = [row for row in listed if row not in found]
+        if missed:
+            raise ValidationMismatch(
+                f"{source_file}: Great Expectations fails rows the row-by-row evaluation "
+                f"passed: {missed[:5]}"
+            )
+    return gx
+
+
+def validate_rows(
+    typed: TypedRows,
+    *,
+    seen_ids: set[int] | SeenIds | None = None,
+    confirm_on: Executor | None = None,
+    exact: bool = False,
+) -> TypedBatch:
     """Validate typed rows with GX and split valid rows from bad ones (the second half).
 
-    Every row goes through the schema's row suite in one Great Expectations run;
-    see :func:`type_and_validate`.
+    Every row goes through the schema's row suite. By default the rows that fail
+    are found by :func:`~mlplatform.core.expectations.evaluate` (vectorized), and
+    Great Expectations runs the same suite for its summary, which must agree: the
+    same failing-row count for every expectation, and its first failing rows among
+    those found. Nothing is stored on the evaluation's word alone: a caller that
+    passes ``confirm_on`` (an executor) gets the GX run started there and the
+    batch's :meth:`TypedBatch.confirmed` waits for it and raises
+    :class:`ValidationMismatch` on a disagreement; without ``confirm_on`` GX runs
+    here, and a disagreement falls back to ``exact``. ``exact=True`` takes the
+    failing rows from Great Expectations itself (``COMPLETE`` results).
+    """
+    spec = typed.spec
+    frame = typed.frame()
+    present = set(frame.columns)
+    suite = [e for e in row_expectations(spec) if e.column is None or e.column in present]
+    name = f"{spec.name}-rows"
+    if exact:
+        summary = validate(frame, suite, name=name)
+        return _split(typed, summary.unexpected, seen_ids, summary=summary)
+    fast = evaluate(frame, suite)
+    if confirm_on is None:
+        try:
+            summary = _confirm(
+                fast, validate(frame, suite, name=name, every_row=False), typed.source_file
+            )
+        except ValidationMismatch as exc:
+            _log.warning(f"{exc}; using Great Expectations' rows")
+            return validate_rows(typed, seen_ids=seen_ids, exact=True)
+        return _split(typed, fast.unexpected, seen_ids, summary=summary)
+    pending = confirm_on.submit(validate, frame, suite, name=name, every_row=False)
+    return _split(
+        typed,
+        fast.unexpected,
+        seen_ids,
+        confirm=lambda: _confirm(fast, pending.result(), typed.source_file),
+    )
+
+
+def _split(
+    typed: TypedRows,
+    unexpected: pd.DataFrame,
+    seen_ids: set[int] | SeenIds | None,
+    *,
+    summary: ValidationSummary | None = None,
+    confirm: Callable[[], ValidationSummary] | None = None,
+) -> TypedBatch:
+    """Quarantine the rows ``unexpected`` (and typing) names; keep the others.
+
+    The batch's validation summary is built from GX's ``summary``, now or, with
+    ``confirm``, once that returns it.
     """
     spec, numbers, n = typed.spec, typed.row_numbers, typed.num_rows
     renamed = typed.table
@@ -469,17 +610,13 @@ def validate_rows(typed: TypedRows, *, seen_ids: set[int] | SeenIds | None = Non
         if rows is not None:
             problem_frames.append(rows)
 
-    frame = typed.frame()
     type_bad = {
         (int(r), c)
         for f in problem_frames
         for r, c in zip(f["row_number"], f["column"], strict=True)
     }
-    present = set(frame.columns)
-    suite = [e for e in row_expectations(spec) if e.column is None or e.column in present]
-    summary = validate(frame, suite, name=f"{spec.name}-rows")
-    if not summary.unexpected.empty:
-        gx_rows = summary.unexpected.copy()
+    if not unexpected.empty:
+        gx_rows = unexpected.copy()
         sources = {c.name: c.source for c in spec.columns}
         gx_rows["column"] = gx_rows["column"].map(sources).fillna(gx_rows["column"])
         if type_bad:
@@ -494,7 +631,7 @@ def validate_rows(typed: TypedRows, *, seen_ids: set[int] | SeenIds | None = Non
         # GX flags every copy of a repeated id; as across chunks, the first copy is kept
         unique = gx_rows["expectation"] == UNIQUE_EXPECTATION
         if unique.any():
-            ids = frame[spec.entity_id]
+            ids = pd.Series(typed.values[spec.entity_id])
             first_rows = set(
                 numbers[~ids.duplicated(keep="first").to_numpy() & ids.notna().to_numpy()]
             )
@@ -562,17 +699,22 @@ def validate_rows(typed: TypedRows, *, seen_ids: set[int] | SeenIds | None = Non
             seen_ids.add(valid_ids)
         else:
             seen_ids.update(valid_ids.tolist())
+
+    def summarize(gx: ValidationSummary) -> ValidationSummary:
+        return ValidationSummary(
+            expectations_run=gx.expectations_run,
+            failed=_typing_failures(problem_frames, spec)
+            + _without_typed_nulls(gx, type_bad, spec),
+            rows_checked=gx.rows_checked,
+        )
+
     return TypedBatch(
         source_file=typed.source_file,
         valid=valid,
         quarantine=quarantine,
         rows_landed=n,
-        validation=ValidationSummary(
-            expectations_run=summary.expectations_run,
-            failed=_typing_failures(problem_frames, spec)
-            + _without_typed_nulls(summary, type_bad, spec),
-            rows_checked=summary.rows_checked,
-        ),
+        validation=None if summary is None else summarize(summary),
+        confirm=None if confirm is None else (lambda: summarize(confirm())),
     )
 
 
@@ -623,4 +765,4 @@ def _value_at(raw_values: dict[str, pa.Array], name: str, i: int) -> str:
     if arr is None:
         return "<missing>"
     value = arr[i].as_py()
-    return "<missing>" if value is None else str(value)
+    return "<missing>" if value is None else _clip_text(str(value))

@@ -27,9 +27,15 @@ def observation_columns(spec: DatasetSpec) -> list[str]:
     """The stored columns the table is built from: no leakage, no stored derived features.
 
     Derived features are recomputed from the declared columns (never from leakage ones),
-    so reading fewer columns leaves the table unchanged and halves what is held in memory.
+    and identifiers other than the entity id are not in the table, so reading fewer
+    columns leaves the table unchanged and halves what is held in memory.
     """
-    declared = [c.name for c in spec.columns if c.role is not Role.LEAKAGE]
+    declared = [
+        c.name
+        for c in spec.columns
+        if c.role is not Role.LEAKAGE
+        and (c.role is not Role.IDENTIFIER or c.name == spec.entity_id)
+    ]
     return list(dict.fromkeys([*declared, *LINEAGE]))
 
 

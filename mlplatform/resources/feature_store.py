@@ -44,7 +44,7 @@ from mlplatform.core.batches import (
 )
 from mlplatform.core.ingest import QUARANTINE_COLUMNS, empty_quarantine
 from mlplatform.core.schema import DatasetSpec
-from mlplatform.resources.files import TMP_PREFIX, write_bytes_atomic
+from mlplatform.resources.files import TMP_PREFIX, write_bytes_atomic, write_parquet
 
 __all__ = ["BatchWriter", "FeatureStore"]
 
@@ -119,7 +119,7 @@ class BatchWriter:
             lo = hi = None
             if event_time is not None and event_time in rows.columns:
                 lo, hi = rows[event_time].min(), rows[event_time].max()
-            pq.write_table(pa.Table.from_pandas(rows, preserve_index=False), self.tmp / name)
+            write_parquet(pa.Table.from_pandas(rows, preserve_index=False), self.tmp / name)
             self._stats[name] = (len(rows), lo, hi)
 
         self._submit(job)
@@ -131,7 +131,7 @@ class BatchWriter:
         name = f"quarantine-{len(self.quarantine_parts):05d}.parquet"
         frame = quarantine.assign(batch_id=self.plan.key, ingested_at=self.ingested_at)
         table = pa.Table.from_pandas(frame, preserve_index=False)
-        self._submit(lambda: pq.write_table(table, self.tmp / name))
+        self._submit(lambda: write_parquet(table, self.tmp / name))
         self.quarantine_parts.append(name)
 
     def commit(

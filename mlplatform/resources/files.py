@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["atomic_path", "write_bytes_atomic", "write_parquet_atomic"]
+__all__ = ["atomic_path", "write_bytes_atomic", "write_parquet", "write_parquet_atomic"]
 
 TMP_PREFIX = ".tmp-"
 
@@ -46,10 +46,22 @@ def write_parquet_atomic(frame: pd.DataFrame, target: Path) -> Path:
         metadata = {**(table.schema.metadata or {}), b"PANDAS_ATTRS": json.dumps(frame.attrs)}
         table = table.replace_schema_metadata(metadata)
     with atomic_path(target) as tmp:
-        # snappy, Parquet's default: a third faster to write than zstd (0.28 vs 0.41 s for
-        # 900,000 AI4I rows here), for files about half again as large
-        pq.write_table(table, tmp, compression="snappy")
+        write_parquet(table, tmp)
     return target
+
+
+def write_parquet(table: pa.Table, path: Path) -> None:
+    """Write ``table`` to ``path`` as the platform writes every Parquet file.
+
+    Snappy, Parquet's default: a third faster to write than zstd (0.28 vs 0.41 s
+    for 900,000 AI4I rows here), for files about half again as large. Dictionary
+    encoding for every column but floating-point ones: measured readings rarely
+    repeat, so trying a dictionary for them only doubles their cost (10 float
+    columns of a million rows: 0.27 s of CPU with dictionaries, 0.13 s without),
+    while ids, categories and lineage columns gain from it.
+    """
+    dictionary = [f.name for f in table.schema if not pa.types.is_floating(f.type)]
+    pq.write_table(table, path, compression="snappy", use_dictionary=dictionary)
 
 
 def write_bytes_atomic(data: bytes, target: Path) -> Path:

@@ -15,6 +15,7 @@ import logging
 import queue
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +29,8 @@ from mlplatform.core.ingest import (
     QUARANTINE_COLUMNS,
     FileRejected,
     SeenIds,
+    TypedBatch,
+    ValidationMismatch,
     type_and_validate,
 )
 from mlplatform.core.schema import DatasetSpec
@@ -185,6 +188,12 @@ def ingest_batch(
 ) -> BatchReport:
     """Read ``plan``'s rows chunk by chunk into a new version of its batch.
 
+    Each chunk's failing rows are found by the vectorized evaluation of the
+    schema's suite, and its valid rows are written while Great Expectations
+    validates the same chunk on a worker thread. The version is committed only
+    once GX has confirmed every chunk; if GX ever disagrees, the attempt is
+    dropped (nothing was visible) and the batch is read again with GX's own rows.
+
     Raises
     ------
     FileRejected
@@ -194,55 +203,84 @@ def ingest_batch(
     log = log or _log
     stamp = ingested_at if ingested_at is not None else pd.Timestamp(datetime.now(UTC))
     stamp = stamp.as_unit("us")
-    landed = stored = quarantined = 0
-    summary = ValidationSummary()
-    sample: list[pd.DataFrame] = []
-    seen_ids = SeenIds()
     try:
-        with store.writer(plan, stamp) as writer:
-            for i, chunk in enumerate(_prefetched(source.read(plan, chunk_rows))):
-                landed += chunk.table.num_rows + len(chunk.rejected)
-                if chunk.rejected:
-                    bad = _rejected_rows(chunk, plan.label)
-                    writer.write_quarantine(bad)
-                    quarantined += len(chunk.rejected)
-                    sample.append(bad.head(5))
-                if chunk.table.num_rows == 0:
-                    continue
-                typed = type_and_validate(
-                    chunk.table,
-                    spec,
-                    plan.label,
-                    row_numbers=chunk.row_numbers,
-                    seen_ids=seen_ids,
-                )
-                # encoded and written on the writer thread while the next chunk is validated
-                writer.write_rows(
-                    add_lineage(typed.valid, spec, plan=plan, ingested_at=stamp), spec.event_time
-                )
-                writer.write_quarantine(typed.quarantine)
-                stored += len(typed.valid)
-                quarantined += typed.rows_quarantined
-                if typed.validation is not None:
-                    summary = summary.merge(typed.validation)
-                if not typed.quarantine.empty and sum(len(s) for s in sample) < 20:
-                    sample.append(typed.quarantine.head(20))
-                log.info(
-                    f"{plan.label}: chunk {i + 1}: {chunk.table.num_rows:,} rows read, "
-                    f"{len(typed.valid):,} stored, {typed.rows_quarantined:,} quarantined "
-                    f"(total {landed:,} landed)"
-                )
-            if landed == 0:
-                raise FileRejected(plan.label, "no data rows (a header only, or an empty pull)")
-            manifest = writer.commit(
-                rows_landed=landed,
-                rows_quarantined=quarantined,
-                validation=summary.as_metadata(),
-            )
+        try:
+            report = _ingest(plan, source, store, spec, chunk_rows, stamp, log, exact=False)
+        except ValidationMismatch as exc:
+            log.warning(f"{exc}; reading {plan.label} again with Great Expectations' rows")
+            report = _ingest(plan, source, store, spec, chunk_rows, stamp, log, exact=True)
     except FileRejected as exc:
         source.finish(plan, str(exc))
         raise
     source.finish(plan, None)
+    return report
+
+
+def _ingest(
+    plan: BatchPlan,
+    source: BatchSource,
+    store: FeatureStore,
+    spec: DatasetSpec,
+    chunk_rows: int,
+    stamp: pd.Timestamp,
+    log: logging.Logger,
+    *,
+    exact: bool,
+) -> BatchReport:
+    """One attempt of :func:`ingest_batch`; commits only what GX confirmed."""
+    landed = stored = quarantined = 0
+    summary = ValidationSummary()
+    sample: list[pd.DataFrame] = []
+    seen_ids = SeenIds()
+    unconfirmed: TypedBatch | None = None
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="gx-validation") as gx,
+        store.writer(plan, stamp) as writer,
+    ):
+        for i, chunk in enumerate(_prefetched(source.read(plan, chunk_rows))):
+            landed += chunk.table.num_rows + len(chunk.rejected)
+            if chunk.rejected:
+                bad = _rejected_rows(chunk, plan.label)
+                writer.write_quarantine(bad)
+                quarantined += len(chunk.rejected)
+                sample.append(bad.head(5))
+            if chunk.table.num_rows == 0:
+                continue
+            typed = type_and_validate(
+                chunk.table,
+                spec,
+                plan.label,
+                row_numbers=chunk.row_numbers,
+                seen_ids=seen_ids,
+                confirm_on=None if exact else gx,
+                exact=exact,
+            )
+            # encoded and written on the writer thread while GX validates this chunk
+            writer.write_rows(
+                add_lineage(typed.valid, spec, plan=plan, ingested_at=stamp), spec.event_time
+            )
+            writer.write_quarantine(typed.quarantine)
+            stored += len(typed.valid)
+            quarantined += typed.rows_quarantined
+            if unconfirmed is not None:  # at most one chunk waits for GX
+                summary = summary.merge(unconfirmed.confirmed())
+            unconfirmed = typed
+            if not typed.quarantine.empty and sum(len(s) for s in sample) < 20:
+                sample.append(typed.quarantine.head(20))
+            log.info(
+                f"{plan.label}: chunk {i + 1}: {chunk.table.num_rows:,} rows read, "
+                f"{len(typed.valid):,} stored, {typed.rows_quarantined:,} quarantined "
+                f"(total {landed:,} landed)"
+            )
+        if unconfirmed is not None:
+            summary = summary.merge(unconfirmed.confirmed())
+        if landed == 0:
+            raise FileRejected(plan.label, "no data rows (a header only, or an empty pull)")
+        manifest = writer.commit(
+            rows_landed=landed,
+            rows_quarantined=quarantined,
+            validation=summary.as_metadata(),
+        )
     quarantine_sample = (
         pd.concat(sample, ignore_index=True).head(20)
         if sample

@@ -5,23 +5,27 @@ GX runs for real on small generated frames; nothing of it is mocked.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from mlplatform.core import expectations as expectations_module
 from mlplatform.core.expectations import (
     UNEXPECTED_COLUMNS,
     ExpectationDef,
     FailedExpectation,
     ValidationSummary,
+    evaluate,
     row_expectations,
     table_expectations,
+    unexpected_counts,
     validate,
 )
 from mlplatform.core.generator import generate_ai4i
-from mlplatform.core.ingest import type_and_validate
+from mlplatform.core.ingest import ValidationMismatch, type_and_validate, type_rows
 from mlplatform.core.schema import AI4I, ColumnSpec, DatasetSpec, Role
 
 from ._frames import raw_text
@@ -337,3 +341,115 @@ def test_describe_and_metadata_are_plain_values() -> None:
         "rows_checked": 9,
         "failures": [failure.describe()],
     }
+
+
+# -- the row-by-row evaluation, against Great Expectations itself --------------------------
+
+
+def _dirty_typed_frame(n_rows: int = 400, seed: int = 5) -> pd.DataFrame:
+    """Typed rows with every kind of row failure GX can report, scattered."""
+    raw = raw_text(n_rows, seed=seed)
+    rng = np.random.default_rng(seed)
+
+    def some(k: int) -> np.ndarray:
+        return rng.choice(n_rows, size=k, replace=False)
+
+    raw.loc[some(9), "Air temperature [K]"] = ""  # missing
+    raw.loc[some(7), "Torque [Nm]"] = "-3.5"  # below the physical range
+    raw.loc[some(5), "Rotational speed [rpm]"] = "99999"  # above it
+    raw.loc[some(6), "Type"] = "X"  # not in {L, M, H}
+    raw.loc[some(4), "Machine failure"] = "2"  # label not in {0, 1}
+    raw.loc[some(3), "Type"] = ""  # missing category
+    dup = some(6)
+    raw.loc[dup[3:], "UDI"] = raw.loc[dup[:3], "UDI"].to_numpy()  # repeated ids
+    raw.loc[some(2), "UDI"] = ""  # missing id
+    typed = type_and_validate(raw, AI4I, "dirty.csv", exact=True)
+    assert not typed.quarantine.empty
+    # the frame GX saw: typed values, bad ones included
+    return type_rows(raw, AI4I, "dirty.csv").frame()
+
+
+def _rows(summary: ValidationSummary) -> list[tuple[int, str, str]]:
+    u = summary.unexpected
+    return sorted(
+        zip(u["row_number"].tolist(), u["column"].tolist(), u["expectation"].tolist(), strict=True)
+    )
+
+
+def test_evaluate_finds_exactly_the_rows_great_expectations_finds() -> None:
+    frame = _dirty_typed_frame()
+    suite = row_expectations(AI4I)
+    by_gx = validate(frame, suite, name="agreement")
+    by_numpy = evaluate(frame, suite)
+    assert len(by_gx.failed) >= 6  # every kind of failure above is present
+    assert _rows(by_numpy) == _rows(by_gx)
+    assert unexpected_counts(by_numpy) == unexpected_counts(by_gx)
+    # the summary GX gives without listing every row has the same counts
+    assert unexpected_counts(validate(frame, suite, name="agreement", every_row=False)) == (
+        unexpected_counts(by_gx)
+    )
+
+
+def test_evaluate_on_clean_rows_finds_nothing() -> None:
+    frame = _dirty_typed_frame().dropna()
+    frame = frame[~frame["udi"].duplicated(keep=False)]
+    clean = frame[
+        frame["type"].isin(["L", "M", "H"])
+        & frame["machine_failure"].isin([0, 1])
+        & (frame["torque_nm"] >= 0)
+        & (frame["rotational_speed_rpm"] <= 5000)
+    ]
+    summary = evaluate(clean, row_expectations(AI4I))
+    assert summary.success and summary.unexpected.empty
+    assert not validate(clean, row_expectations(AI4I), name="clean").failed
+
+
+def test_an_expectation_without_a_row_evaluation_is_refused() -> None:
+    frame = _dirty_typed_frame()
+    columns = ExpectationDef("expect_table_columns_to_match_set", {"column_set": ["udi"]}, "x")
+    with pytest.raises(NotImplementedError, match="only column expectations"):
+        evaluate(frame, [columns])
+    of_type = ExpectationDef(OF_TYPE, {"column": "udi", "type_": "int64"}, "x")
+    with pytest.raises(NotImplementedError, match=OF_TYPE):
+        evaluate(frame, [of_type])
+
+
+def _break_the_evaluation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An evaluation that misses the out-of-range check, as a bug in it would."""
+    real = expectations_module._failing
+
+    def missing_ranges(series: pd.Series, e: ExpectationDef) -> np.ndarray:
+        if e.type == BETWEEN:
+            return np.zeros(len(series), dtype=bool)
+        return real(series, e)
+
+    monkeypatch.setattr(expectations_module, "_failing", missing_ranges)
+
+
+def test_a_wrong_evaluation_is_caught_and_great_expectations_rows_are_used(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    raw = raw_text(200, seed=8)
+    raw.loc[[3, 70], "Torque [Nm]"] = "-1"
+    exact = type_and_validate(raw, AI4I, "ranges.csv", exact=True)
+    _break_the_evaluation(monkeypatch)
+    with caplog.at_level("WARNING", logger="mlplatform.core.ingest"):
+        checked = type_and_validate(raw, AI4I, "ranges.csv")
+    assert "Great Expectations counts" in caplog.text
+    # GX's verdict wins: the same quarantine as GX's own rows give
+    pd.testing.assert_frame_equal(checked.quarantine, exact.quarantine)
+    assert sorted(checked.quarantine["row_number"].unique().tolist()) == [4, 71]
+    assert len(checked.valid) == 198
+
+
+def test_a_deferred_confirmation_raises_on_disagreement(monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = raw_text(120, seed=9)
+    raw.loc[[10], "Torque [Nm]"] = "-1"
+    with ThreadPoolExecutor(max_workers=1) as gx:
+        agreed = type_and_validate(raw, AI4I, "ok.csv", confirm_on=gx)
+        assert agreed.validation is None  # GX still running, or not yet asked for
+        assert agreed.confirmed().failed[0].expectation == BETWEEN
+        _break_the_evaluation(monkeypatch)
+        wrong = type_and_validate(raw, AI4I, "wrong.csv", confirm_on=gx)
+        with pytest.raises(ValidationMismatch, match=r"wrong\.csv"):
+            wrong.confirmed()
