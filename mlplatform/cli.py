@@ -82,6 +82,21 @@ def prepare_state(paths: StatePaths) -> None:
         shutil.copyfile(source, target)
 
 
+def _instance(paths: StatePaths) -> Any:
+    """The Dagster instance of the state folder, created one command at a time.
+
+    Its SQLite storage is created on first use; two commands starting together on a
+    new state folder would both create the tables, and one would fail.
+    """
+    import fcntl
+
+    import dagster as dg
+
+    with open(paths.dagster_home / ".instance.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        return dg.DagsterInstance.get()
+
+
 def _generate(paths: StatePaths, rows: int, seed: int | None) -> list[str]:
     """Generate ``rows`` sample rows: most as a landed CSV file, a fifth into the SQL table."""
     import pandas as pd
@@ -106,9 +121,13 @@ def _generate(paths: StatePaths, rows: int, seed: int | None) -> list[str]:
     last_id = int(stored[DATASET.entity_id].max()) if not stored.empty else 0
     last_id = max(last_id, max_entity_id(sql_url, SQL_TABLE, DATASET.entity_id))
     for pending in landing.pending():
-        if pending.path.suffix == ".csv":
+        if pending.path.suffix != ".csv" or pending.path.is_symlink():
+            continue  # a link is never followed; ingestion rejects it
+        try:
             ids = pd.read_csv(pending.path, usecols=["UDI"])["UDI"]
             last_id = max(last_id, int(ids.max()) if len(ids) else 0)
+        except (ValueError, TypeError, OverflowError, OSError):
+            continue  # malformed (no UDI, not UTF-8, text ids): ingestion rejects or quarantines it
     batch_seed = seed if seed is not None else last_id
     frame = generate_ai4i(rows, seed=batch_seed, start_udi=last_id + 1)
     to_sql = rows // 5
@@ -280,15 +299,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         for written in _generate(paths, rows, args.seed):
             print(f"generated sample rows -> {written}")
 
-    import dagster as dg
-
     from mlplatform.definitions import build_definitions
     from mlplatform.defs.jobs import TRAIN_AND_SCORE
 
     defs = build_definitions(paths)
     job = defs.resolve_job_def(TRAIN_AND_SCORE)
     started = time.perf_counter()
-    with dg.DagsterInstance.get() as instance:
+    with _instance(paths) as instance:
         ingested, rejected = _ingest(paths, defs, instance)
         result = job.execute_in_process(
             instance=instance,
@@ -737,12 +754,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     """Ingest every new source batch (landed files, new SQL rows), one run per batch."""
     paths = StatePaths.from_env()
     prepare_state(paths)
-    import dagster as dg
-
     from mlplatform.definitions import build_definitions
 
     defs = build_definitions(paths)
-    with dg.DagsterInstance.get() as instance:
+    with _instance(paths) as instance:
         _, rejected = _ingest(paths, defs, instance)
     return EXIT_INPUT_REJECTED if rejected else EXIT_OK
 

@@ -55,7 +55,7 @@ from mlplatform.core.serving import (
     out_of_range_counts,
     score_batch,
 )
-from mlplatform.resources.files import TMP_PREFIX
+from mlplatform.resources.files import TMP_PREFIX, errors_naming
 
 __all__ = ["DEFAULT_BATCH_ROWS", "DEFAULT_ROWS_PER_PART", "open_source", "score_dataset"]
 
@@ -179,17 +179,20 @@ class _PartWriter:
         """Append ``table`` (one row group) to the current part."""
         if self._writer is None:
             path = self.folder / f"part-{len(self.parts):05d}.parquet"
-            self._writer = pq.ParquetWriter(path, BATCH_PREDICTION_SCHEMA, compression="zstd")
+            with errors_naming(path):
+                self._writer = pq.ParquetWriter(path, BATCH_PREDICTION_SCHEMA, compression="zstd")
             self.parts.append(path)
-        self._writer.write_table(table)
+        with errors_naming(self.parts[-1]):
+            self._writer.write_table(table)
         self._rows_in_part += table.num_rows
         if self._rows_in_part >= self.rows_per_part:
             self._close_part()
 
     def _close_part(self) -> None:
         if self._writer is not None:
-            self._writer.close()
-            _fsync(self.parts[-1])
+            with errors_naming(self.parts[-1]):
+                self._writer.close()
+                _fsync(self.parts[-1])
         self._writer = None
         self._rows_in_part = 0
 

@@ -17,9 +17,32 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["atomic_path", "write_bytes_atomic", "write_parquet", "write_parquet_atomic"]
+__all__ = [
+    "atomic_path",
+    "errors_naming",
+    "write_bytes_atomic",
+    "write_parquet",
+    "write_parquet_atomic",
+]
 
 TMP_PREFIX = ".tmp-"
+
+
+@contextmanager
+def errors_naming(path: Path) -> Iterator[None]:
+    """Re-raise an OSError that names no file as one naming ``path`` (same errno).
+
+    pyarrow's write errors and a failed ``write()`` name no file: "[Errno 28] No space
+    left on device" alone does not say which disk is full.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        if exc.errno is None:
+            raise OSError(f"{exc}: {path}") from exc
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
 
 
 @contextmanager
@@ -30,10 +53,11 @@ def atomic_path(target: Path) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        yield tmp
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        with errors_naming(target):
+            yield tmp
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -61,7 +85,8 @@ def write_parquet(table: pa.Table, path: Path) -> None:
     while ids, categories and lineage columns gain from it.
     """
     dictionary = [f.name for f in table.schema if not pa.types.is_floating(f.type)]
-    pq.write_table(table, path, compression="snappy", use_dictionary=dictionary)
+    with errors_naming(path):
+        pq.write_table(table, path, compression="snappy", use_dictionary=dictionary)
 
 
 def write_bytes_atomic(data: bytes, target: Path) -> Path:

@@ -223,7 +223,12 @@ class PromotionLedger(dg.ConfigurableResource):
         try:
             metadata = sa.MetaData()
             table = _table(metadata)
-            metadata.create_all(engine)
+            try:
+                metadata.create_all(engine)
+            except sa.exc.DatabaseError:
+                # two processes using a new ledger at once both find no table, and the
+                # second CREATE fails; the table is there now (else this raises again)
+                metadata.create_all(engine)
             _install_guards(engine)
             yield engine, table
         finally:
@@ -272,14 +277,19 @@ class PromotionLedger(dg.ConfigurableResource):
                     key = inserted.inserted_primary_key
             except sa.exc.IntegrityError as exc:
                 pending = self.pending(model_name)
-                if not pending:
-                    raise
-                raise ChampionChangeError(
-                    f"another change of the champion of model {model_name!r} is in flight: "
-                    f"ledger entry {pending[0].describe()} began at "
-                    f"{pending[0].recorded_at:%Y-%m-%d %H:%M:%S} UTC; retry when it has "
-                    f"finished (a pending entry settles after {self.in_flight_seconds:g} s)"
-                ) from exc
+                if pending:
+                    raise ChampionChangeError(
+                        f"another change of the champion of model {model_name!r} is in "
+                        f"flight: ledger entry {pending[0].describe()} began at "
+                        f"{pending[0].recorded_at:%Y-%m-%d %H:%M:%S} UTC; retry when it has "
+                        f"finished (a pending entry settles after {self.in_flight_seconds:g} s)"
+                    ) from exc
+                if "model_name" in str(exc.orig):  # the one-pending-entry index
+                    raise ChampionChangeError(
+                        f"another change of the champion of model {model_name!r} was in "
+                        "flight and has just settled; retry"
+                    ) from exc
+                raise
         if key is None:
             raise LedgerError(f"the ledger database did not return the id of the {action} entry")
         return int(key[0])
@@ -458,10 +468,23 @@ def move_champion(
         data_digest=digest,
     )
     try:
-        registry.promote(target)
+        # The pending entry keeps every other change out from here on, but one may have
+        # committed since `current` was read: then this entry's from_version is false.
+        now = registry.champion()
+        moved = (now.version if now else None) != (current.version if current else None)
+        if not moved:
+            registry.promote(target)
     except Exception:
         _settle_after_failed_write(registry, ledger, entry_id, target.version)
         raise
+    if moved:
+        ledger.abort(entry_id)
+        raise ChampionChangeError(
+            f"the champion of model {model!r} moved from version "
+            f"{current.version if current else '(none)'} to version "
+            f"{now.version if now else '(none)'} while this {action} to version "
+            f"{target.version} was being prepared: nothing changed; retry"
+        )
     return ledger.commit(entry_id)
 
 

@@ -24,10 +24,20 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from sklearn.pipeline import Pipeline
 
-__all__ = ["DATASET_DIGEST_TAG", "TRAINING_IDS_ARTIFACT", "MlflowRegistry", "ModelVersionRef"]
+__all__ = [
+    "DATASET_DIGEST_TAG",
+    "TRAINING_IDS_ARTIFACT",
+    "MlflowRegistry",
+    "ModelVersionRef",
+    "RegistryWriteError",
+]
 
 TRAINING_IDS_ARTIFACT = "training_entity_ids.parquet"
 DATASET_DIGEST_TAG = "dataset_digest"
+
+
+class RegistryWriteError(RuntimeError):
+    """Logging or registering a version failed; the message names the MLflow store."""
 
 
 @dataclass(frozen=True)
@@ -73,12 +83,21 @@ class MlflowRegistry(dg.ConfigurableResource):
         return mlflow.MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
     def _experiment_id(self, client: MlflowClient) -> str:
+        from mlflow.exceptions import MlflowException
+
         experiment = client.get_experiment_by_name(self.experiment_name)
         if experiment is not None:
             return str(experiment.experiment_id)
-        return str(
-            client.create_experiment(self.experiment_name, artifact_location=self.artifact_root)
-        )
+        try:
+            return str(
+                client.create_experiment(self.experiment_name, artifact_location=self.artifact_root)
+            )
+        except MlflowException:
+            # another process created it since the lookup (two first runs at once)
+            experiment = client.get_experiment_by_name(self.experiment_name)
+            if experiment is None:
+                raise
+            return str(experiment.experiment_id)
 
     def log_and_register(
         self,
@@ -133,7 +152,11 @@ class MlflowRegistry(dg.ConfigurableResource):
         # skops, not pickle: loading never runs arbitrary code. The types it must be told
         # to trust are exactly those of the pipeline we just fitted ourselves.
         trusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
-        with _quiet_schema_hints(), mlflow.start_run(experiment_id=experiment_id) as run:
+        with (
+            self._naming_the_store(),
+            _quiet_schema_hints(),
+            mlflow.start_run(experiment_id=experiment_id) as run,
+        ):
             mlflow.log_params({k: _param(v) for k, v in params.items()})
             mlflow.log_metrics(dict(metrics))
             mlflow.set_tags({**run_tags, DATASET_DIGEST_TAG: dataset_digest})
@@ -167,6 +190,21 @@ class MlflowRegistry(dg.ConfigurableResource):
         ref = ModelVersionRef(self.model_name, version, run_id)
         self.set_version_tags(ref, version_tags)
         return ref
+
+    @contextmanager
+    def _naming_the_store(self) -> Iterator[None]:
+        # MLflow's errors of a full disk or a refused folder do not say which store:
+        # "(sqlite3.OperationalError) disk I/O error [SQL: INSERT INTO runs ...]"
+        from mlflow.exceptions import MlflowException
+
+        try:
+            yield
+        except (OSError, MlflowException) as exc:
+            artifacts = f" (artifacts {self.artifact_root})" if self.artifact_root else ""
+            raise RegistryWriteError(
+                f"cannot log and register a version of model {self.model_name!r} in the "
+                f"MLflow store {self.tracking_uri}{artifacts}: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def set_version_tags(self, ref: ModelVersionRef, tags: Mapping[str, str]) -> None:
         """Set tags on a model version."""
@@ -241,7 +279,11 @@ class MlflowRegistry(dg.ConfigurableResource):
         import mlflow.sklearn
 
         self._client()
-        model: Pipeline = mlflow.sklearn.load_model(ref.uri)
+        # Into a folder of our own: without dst_path, MLflow hands back a local artifact
+        # store's own folder and writes a registered_model_meta file into it, so loading
+        # the champion would need write access to the store (and free space on its disk).
+        with tempfile.TemporaryDirectory() as tmp:
+            model: Pipeline = mlflow.sklearn.load_model(ref.uri, dst_path=tmp)
         return model
 
     def training_ids(self, ref: ModelVersionRef) -> pd.Series:
