@@ -566,6 +566,45 @@ def check_ci_uv_cache(doc: dict[Any, Any]) -> None:
     )
 
 
+def locked_dev_packages() -> set[str]:
+    """Names in ``pyproject.toml``'s dev group that ``uv.lock`` pins."""
+    with (REPO / "pyproject.toml").open("rb") as f:
+        dev = tomllib.load(f)["dependency-groups"]["dev"]
+    with (REPO / "uv.lock").open("rb") as f:
+        locked = {p["name"] for p in tomllib.load(f)["package"]}
+    names = {re.split(r"[<>=!~\[; ]", spec, maxsplit=1)[0].lower() for spec in dev}
+    return names & locked
+
+
+def check_ci_audits_dependencies(doc: dict[Any, Any]) -> None:
+    """After the tests, the locked pip-audit audits the installed dependencies, strictly
+    (a package it cannot look up fails the step), into the job summary."""
+    command = ci_run_command()
+    for job in doc.get("jobs", {}).values():
+        runs = [str(step.get("run", "")) for step in job.get("steps", [])]
+        tests = [i for i, run in enumerate(runs) if command in run.splitlines()]
+        audits = [i for i, run in enumerate(runs) if "pip-audit" in run]
+        if tests:
+            break
+    else:
+        raise AssertionError(f"no job runs {command!r}")
+    assert audits, "CI runs no dependency audit (pip-audit)"
+    step = job["steps"][audits[0]]
+    script = " ".join(str(step["run"]).replace("\\\n", " ").split())
+    assert audits[0] > tests[0], "the audit runs before the tests"
+    assert "cancelled()" in str(step.get("if", "")) or "always()" in str(step.get("if", "")), (
+        "the audit is skipped whenever a test fails"
+    )
+    assert re.search(r"(^|\s)\.venv/bin/pip-audit\s", script), (
+        "pip-audit does not run from .venv (the version uv.lock pins)"
+    )
+    assert "pip-audit" in locked_dev_packages(), "pip-audit is not a locked dev dependency"
+    assert "--strict" in script.split(), "without --strict an unreachable service passes"
+    assert "$GITHUB_STEP_SUMMARY" in script, "the audit's result is not in the job summary"
+    if "|" in script:
+        assert "pipefail" in script, "a pipe hides pip-audit's exit status"
+
+
 def check_deploy_triggers_and_permissions(doc: dict[Any, Any]) -> None:
     push = triggers(doc).get("push", {})
     assert "main" in push.get("branches", []), "pushes to main are not deployed"
@@ -670,6 +709,7 @@ CI_CHECKS = [
     check_ci_runs_the_ci_command,
     check_ci_postgres,
     check_ci_uv_cache,
+    check_ci_audits_dependencies,
 ]
 DEPLOY_CHECKS = [
     check_deploy_triggers_and_permissions,
@@ -819,6 +859,10 @@ def _with(doc: dict[Any, Any], action: str) -> dict[Any, Any]:
     return steps_using(doc, action)[0].setdefault("with", {})
 
 
+def _audit(doc: dict[Any, Any]) -> dict[Any, Any]:
+    return next(s for s in _job(doc)["steps"] if "pip-audit" in str(s.get("run")))
+
+
 def _postgres(doc: dict[Any, Any]) -> dict[Any, Any]:
     return postgres_services(doc)[0]
 
@@ -899,6 +943,43 @@ CI_MUTANTS: list[WorkflowMutant] = [
         check_no_literal_secrets,
         lambda d: _job(d)["env"].update(
             MLPLATFORM_TEST_POSTGRES_URL="postgresql://u:postgres@db.example.com/x"
+        ),
+    ),
+    (
+        "no-audit",
+        check_ci_audits_dependencies,
+        lambda d: _job(d).update(
+            steps=[s for s in _job(d)["steps"] if "pip-audit" not in str(s.get("run"))]
+        ),
+    ),
+    (
+        "audit-not-strict",
+        check_ci_audits_dependencies,
+        lambda d: _audit(d).update(run=str(_audit(d)["run"]).replace("--strict ", "")),
+    ),
+    (
+        "audit-unpinned",
+        check_ci_audits_dependencies,
+        lambda d: _audit(d).update(run=str(_audit(d)["run"]).replace(".venv/bin/", "uvx ")),
+    ),
+    (
+        "audit-unreported",
+        check_ci_audits_dependencies,
+        lambda d: _audit(d).update(
+            run=str(_audit(d)["run"]).replace(' | tee -a "$GITHUB_STEP_SUMMARY"', "")
+        ),
+    ),
+    (
+        "audit-no-pipefail",
+        check_ci_audits_dependencies,
+        lambda d: _audit(d).update(run=str(_audit(d)["run"]).replace("set -o pipefail", "")),
+    ),
+    ("audit-only-on-success", check_ci_audits_dependencies, lambda d: _audit(d).pop("if")),
+    (
+        "audit-first",
+        check_ci_audits_dependencies,
+        lambda d: _job(d).update(
+            steps=[_audit(d), *[s for s in _job(d)["steps"] if s is not _audit(d)]]
         ),
     ),
     ("literal-token", check_no_literal_secrets, lambda d: _job(d)["env"].update(GH_TOKEN="abc123")),

@@ -4,25 +4,39 @@
 Needs only Python 3.11+:
 
     python3 scripts/dev.py run     # install, generate sample data, run the whole lifecycle
-    python3 scripts/dev.py test    # install with dev tools, then ruff, mypy and pytest
+    python3 scripts/dev.py test    # install with dev tools, then ruff, mypy, pytest, pip-audit
 
 Extra arguments go to ``mlplatform run`` or to pytest. The environment is
 ``.venv`` in the checkout, installed by uv from ``uv.lock`` (uv itself is
 installed into that venv with pip, pinned below).
+
+``test`` ends with a dependency audit: ``pip-audit`` (a locked dev dependency) looks
+up every installed package in PyPI's vulnerability data and one line reports the
+number of known vulnerabilities. Where that service cannot be reached the line says
+so and the audit is skipped; the audit never changes the command's exit status (CI
+runs it as a step of its own, which fails on a known vulnerability).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import tempfile
+import urllib.request
 import venv
 from pathlib import Path
+from typing import Any
 
 UV_VERSION = "0.13.9"
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+# pip-audit's default vulnerability service: PyPI's JSON API, asked per release (an old,
+# permanent one here); a mirror may answer for a project and not for its releases
+AUDIT_SERVICE_PROBE = "https://pypi.org/pypi/pip/24.0/json"
+AUDIT_TIMEOUT_S = 600
 
 
 def _say(message: str) -> None:
@@ -78,8 +92,78 @@ def run(args: list[str]) -> int:
     return _call(BIN / "mlplatform", "run", *args)
 
 
+def service_problem(probe: str = AUDIT_SERVICE_PROBE) -> str | None:
+    """Why the vulnerability service cannot be used from here; None when it answers."""
+    try:
+        with urllib.request.urlopen(probe, timeout=10) as response:
+            json.load(response)["vulnerabilities"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # URLError is an OSError
+        return f"{probe}: {exc}"
+    return None
+
+
+def summarize(report: dict[str, Any]) -> list[str]:
+    """The audit's result from pip-audit's JSON report: one line, then one per vulnerability.
+
+    Every package skipped (none could be looked up) means the service did not answer
+    for them: that is reported as unreachable, never as "no vulnerabilities".
+    """
+    packages = report.get("dependencies", [])
+    audited = [p for p in packages if "skip_reason" not in p]
+    if packages and not audited:
+        return [
+            f"pip-audit: vulnerability service unreachable ({len(packages)} packages could not "
+            "be looked up), skipped"
+        ]
+    affected = [p for p in audited if p.get("vulns")]
+    count = sum(len(p["vulns"]) for p in affected)
+    skipped = len(packages) - len(audited)
+    lines = [
+        f"pip-audit: {count} known vulnerabilit{'y' if count == 1 else 'ies'} in "
+        f"{len(affected)} of {len(audited)} packages"
+        + (f" ({skipped} could not be looked up)" if skipped else "")
+    ]
+    for package in affected:
+        for vuln in package["vulns"]:
+            fixes = ", ".join(vuln.get("fix_versions") or [])
+            fixed = f"fixed in {fixes}" if fixes else "no fix yet"
+            lines.append(f"  {package['name']} {package['version']}: {vuln['id']} ({fixed})")
+    return lines
+
+
+def audit(probe: str = AUDIT_SERVICE_PROBE) -> list[str]:
+    """Audit the installed dependencies; report, never fail: the lines it printed."""
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        lines = ["pip-audit: runs as its own step in CI"]
+    elif (problem := service_problem(probe)) is not None:
+        lines = [f"pip-audit: vulnerability service unreachable ({problem}), skipped"]
+    else:
+        with tempfile.TemporaryDirectory(prefix="pip-audit-") as tmp:
+            out = Path(tmp) / "audit.json"
+            argv = [BIN / "pip-audit", "--skip-editable", "--progress-spinner", "off"]
+            _say(" ".join(str(a) for a in [*argv, "--format", "json"]))
+            try:
+                done = subprocess.run(
+                    [*map(str, argv), "--format", "json", "--output", str(out)],
+                    cwd=ROOT,
+                    capture_output=True,
+                    text=True,
+                    timeout=AUDIT_TIMEOUT_S,
+                )
+                lines = (
+                    summarize(json.loads(out.read_text()))
+                    if out.is_file()
+                    else [f"pip-audit: failed (exit {done.returncode}): {done.stderr[-300:]}"]
+                )
+            except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+                lines = [f"pip-audit: could not run ({exc}), skipped"]
+    for line in lines:
+        _say(line)
+    return lines
+
+
 def test(args: list[str]) -> int:
-    """Lint, type check and the test suite."""
+    """Lint, type check, the test suite, then the dependency audit (reported only)."""
     setup(dev=True)
     for step in (
         (BIN / "ruff", "check", "."),
@@ -89,7 +173,9 @@ def test(args: list[str]) -> int:
         code = _call(*step)
         if code != 0:
             return code
-    return _call(BIN / "python", "-m", "pytest", *args)
+    code = _call(BIN / "python", "-m", "pytest", *args)
+    audit()
+    return code
 
 
 def main() -> int:

@@ -1,4 +1,4 @@
-"""Stratified train/test split, made before any fitting."""
+"""Stratified train/test split, made before any fitting; a stratified sample of a large table."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedShuffleSplit
 
-__all__ = ["SPLIT_COLUMN", "SplitInfo", "stratified_split"]
+__all__ = ["SPLIT_COLUMN", "SplitInfo", "stratified_sample", "stratified_split"]
 
 SPLIT_COLUMN = "split"
 
@@ -70,3 +70,61 @@ def stratified_split(
         positive_rate_test=float(y[test_idx].mean()),
     )
     return out, info
+
+
+def stratified_sample(y: np.ndarray, max_rows: int, *, seed: int) -> np.ndarray:
+    """Positions of at most ``max_rows`` rows, each class keeping its share of ``y``.
+
+    Chosen from the labels alone, so a table can be sampled before any other of its
+    columns is read. Class counts are the largest-remainder rounding of the shares,
+    and every class keeps at least two rows where it has them (a split can then
+    still stratify). The same ``y``, ``max_rows`` and ``seed`` give the same rows.
+
+    Parameters
+    ----------
+    y : ndarray
+        The label of every row, in table order.
+    max_rows : int
+        Rows to keep at most.
+    seed : int
+        Random seed of the draw.
+
+    Returns
+    -------
+    ndarray
+        Sorted row positions (``int64``): the sample keeps the table's row order.
+        Every position when ``y`` has at most ``max_rows`` rows.
+
+    Raises
+    ------
+    ValueError
+        When ``max_rows`` cannot hold two rows of every class.
+    """
+    labels = np.asarray(y)
+    n = len(labels)
+    if labels.dtype.kind in "iub" and (n == 0 or labels.min() >= 0):
+        codes = labels  # integer labels are their own codes: no sorted copy of a long column
+    else:
+        codes = np.unique(labels, return_inverse=True)[1]
+    counts = np.bincount(codes)
+    floor = np.minimum(counts, 2)
+    if max_rows < max(1, int(floor.sum())):
+        classes = int(np.count_nonzero(counts))
+        raise ValueError(f"max_rows={max_rows!r} cannot keep two rows of each of {classes} classes")
+    if n <= max_rows:
+        return np.arange(n, dtype="int64")
+    exact = counts * (max_rows / n)
+    take = np.floor(exact).astype("int64")
+    # largest remainders first; ties by class order, so the counts are deterministic
+    order = np.lexsort((np.arange(len(counts)), -(exact - take)))
+    take[order[: max_rows - int(take.sum())]] += 1
+    for k in np.flatnonzero(take < floor):  # a rare class: its two rows, from the largest
+        for _ in range(int(floor[k] - take[k])):
+            take[int(np.argmax(take - floor))] -= 1
+            take[k] += 1
+    rng = np.random.default_rng(seed)
+    chosen = [
+        rng.choice(np.flatnonzero(codes == k), size=int(take[k]), replace=False)
+        for k in np.flatnonzero(take)
+    ]
+    return np.sort(np.concatenate(chosen)).astype("int64", copy=False)

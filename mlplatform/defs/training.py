@@ -13,6 +13,7 @@ from mlplatform.core import split as core_split
 from mlplatform.core.digest import frame_digest
 from mlplatform.core.features import AS_OF_ATTR
 from mlplatform.core.models import CANDIDATES, TrainedModel, train_candidate
+from mlplatform.core.schema import DatasetSpec
 from mlplatform.core.selection import (
     DEFAULT_CANDIDATES,
     DEFAULT_CV_FOLDS,
@@ -21,8 +22,20 @@ from mlplatform.core.selection import (
     SelectionRule,
     search_and_fit,
 )
-from mlplatform.core.split import SPLIT_COLUMN, stratified_split
+from mlplatform.core.split import SPLIT_COLUMN, stratified_sample, stratified_split
 from mlplatform.defs.common import DATASET, OWNER, TRAINING, code_version, preview_md
+from mlplatform.resources import asset_storage
+from mlplatform.resources.asset_storage import StoredTable
+
+DEFAULT_MAX_SPLIT_ROWS = 1_000_000
+
+
+def training_columns(spec: DatasetSpec) -> list[str]:
+    """The feature table's columns training reads: entity id, model features, target.
+
+    Lineage columns stay in the feature table; no step after the split uses them.
+    """
+    return list(dict.fromkeys([spec.entity_id, *spec.model_features, spec.target]))
 
 
 class SplitConfig(dg.Config):
@@ -30,6 +43,13 @@ class SplitConfig(dg.Config):
 
     test_size: float = Field(default=0.3, description="Share of rows held out for testing.")
     seed: int = Field(default=42, description="Seed of the stratified shuffle split.")
+    max_rows: int | None = Field(
+        default=DEFAULT_MAX_SPLIT_ROWS,
+        description="At most this many feature-table rows are split: a larger table is "
+        "sampled first, stratified by the target (same seed), chosen from the target column "
+        "alone, and only the sampled rows' training columns are read; memory stays bounded "
+        "however large the table. None: every row.",
+    )
 
 
 class TrainingConfig(dg.Config):
@@ -134,24 +154,62 @@ def _check_search_config(config: TrainingConfig) -> None:
         )
 
 
+def read_split_rows(
+    table: StoredTable, spec: DatasetSpec, *, max_rows: int | None, seed: int
+) -> tuple[pd.DataFrame, int]:
+    """The rows ``train_test_split`` splits: training columns of a stratified sample.
+
+    Only the target column is read whole (to draw the sample); then only the sampled
+    rows of :func:`training_columns`. Returns the rows, with the table's ``attrs``
+    (as-of time, digest), and the table's row count.
+    """
+    total = table.num_rows
+    rows = None
+    if max_rows is not None and total > max_rows:
+        rows = stratified_sample(table.read_column(spec.target), max_rows, seed=seed)
+    return table.read(training_columns(spec), rows), total
+
+
 @dg.asset(
     group_name=TRAINING,
     kinds={"pandas", "parquet"},
     owners=[OWNER],
-    code_version=code_version(__file__, "train_test_split", "SplitConfig", uses=(core_split,)),
+    code_version=code_version(
+        __file__,
+        "train_test_split",
+        "SplitConfig",
+        "training_columns",
+        "read_split_rows",
+        uses=(core_split, asset_storage),
+    ),
 )
-def train_test_split(config: SplitConfig, feature_table: pd.DataFrame) -> dg.Output[pd.DataFrame]:
-    """The feature table with each row marked train or test by a stratified shuffle split."""
-    labelled, info = stratified_split(
-        feature_table, DATASET.target, test_size=config.test_size, seed=config.seed
+def train_test_split(
+    context: dg.AssetExecutionContext, config: SplitConfig, feature_table: StoredTable
+) -> dg.Output[pd.DataFrame]:
+    """The feature table's training columns, each row marked train or test (stratified split).
+
+    A table of more than ``max_rows`` rows is sampled first, stratified by the target.
+    """
+    rows, total = read_split_rows(
+        feature_table, DATASET, max_rows=config.max_rows, seed=config.seed
     )
-    labelled.attrs = dict(feature_table.attrs)  # as-of time and digest of the source table
+    if len(rows) < total:
+        context.log.warning(
+            f"feature table has {total:,} rows: splitting a stratified sample of {len(rows):,} "
+            f"(max_rows {config.max_rows:,})"
+        )
+    labelled, info = stratified_split(
+        rows, DATASET.target, test_size=config.test_size, seed=config.seed
+    )
+    labelled.attrs = dict(rows.attrs)  # as-of time and digest of the source table
     return dg.Output(
         labelled,
         metadata={
-            "feature_as_of": str(feature_table.attrs.get(AS_OF_ATTR, "")),
+            "feature_as_of": str(rows.attrs.get(AS_OF_ATTR, "")),
             "seed": info.seed,
             "test_size": info.test_size,
+            "feature_table_rows": total,
+            "sampled": len(rows) < total,
             "train_rows": info.n_train,
             "test_rows": info.n_test,
             "positive_rate_train": info.positive_rate_train,

@@ -18,6 +18,7 @@ from mlplatform.core.generator import generate_ai4i
 from mlplatform.core.split import SPLIT_COLUMN, stratified_split
 from mlplatform.defs.common import DATASET
 from mlplatform.defs.resources import SQL_EVENT_TIME, SQL_TABLE, SQL_WATERMARK
+from mlplatform.defs.training import training_columns
 from mlplatform.paths import HOME_ENV, StatePaths
 from mlplatform.resources.feature_store import FeatureStore
 from mlplatform.resources.ingestion import discover, ingest_batch
@@ -128,7 +129,10 @@ def test_a_past_models_training_set_is_rebuilt_bit_for_bit(
     past = build_feature_table(store.as_of(DATASET, as_of_1), DATASET)
     assert len(past) == 2500
     assert frame_digest(past) == table_digest_1
-    split, _ = stratified_split(past, DATASET.target, test_size=0.3, seed=42)
+    # training reads the table's training columns (no lineage), then splits them
+    split, _ = stratified_split(
+        past[training_columns(DATASET)], DATASET.target, test_size=0.3, seed=42
+    )
     train = split[split[SPLIT_COLUMN] == "train"]
     # the pipeline's frames went through Parquet between steps; so does the rebuild
     path = state.root / "rebuilt_train.parquet"
