@@ -382,18 +382,24 @@ def live_recall_decay(
 # --- failures ----------------------------------------------------------------------------
 
 
+# set by Dagster on a failed run that run_retries (deploy/dagster.yaml) will re-execute
+WILL_RETRY_TAG = "dagster/will_retry"
+
+
 @dg.run_failure_sensor(
     name="run_failure_alerts",
     minimum_interval_seconds=AUTOMATION.sensor_interval,
     default_status=SENSOR_STATUS,
     description="Writes an alert record for every failed run (monitoring/alerts/) and POSTs "
-    "it to MLPLATFORM_ALERT_WEBHOOK when set (retried with backoff).",
+    "it to MLPLATFORM_ALERT_WEBHOOK when set (retried with backoff); a run the daemon will "
+    "retry (run_retries) is recorded but not posted, so one failure pages once.",
 )
 def run_failure_alerts(context: dg.RunFailureSensorContext, monitoring: MonitoringStore) -> None:
-    """Record the failed run; post it to the webhook if one is configured."""
+    """Record the failed run; post it to the webhook if one is configured and it is final."""
     settings = AutomationSettings.from_env()
     run = context.dagster_run
-    record = {
+    will_retry = run.tags.get(WILL_RETRY_TAG) == "true"
+    record: dict[str, object] = {
         "run_id": run.run_id,
         "job": run.job_name,
         "trigger": run.tags.get(TRIGGER_TAG, "unknown"),
@@ -402,8 +408,11 @@ def run_failure_alerts(context: dg.RunFailureSensorContext, monitoring: Monitori
         "failed_steps": sorted(
             {e.step_key for e in context.get_step_failure_events() if e.step_key}
         ),
+        "will_retry": will_retry,
     }
-    if settings.alert_webhook:
+    if settings.alert_webhook and will_retry:
+        record["webhook"] = "not posted: the run will be retried (its retry alerts if it fails)"
+    elif settings.alert_webhook:
         try:
             status = post_webhook(settings.alert_webhook, record)
             record["webhook"] = f"posted ({status})"

@@ -23,6 +23,7 @@ from mlplatform.core.generator import generate_ai4i
 from mlplatform.core.triggers import TRIGGER_TAG
 from mlplatform.definitions import build_definitions
 from mlplatform.defs.automation import (
+    WILL_RETRY_TAG,
     feature_drift_monitor,
     live_recall_decay,
     new_outcome_labels,
@@ -465,6 +466,39 @@ def test_failed_run_leaves_an_alert_and_posts_it(
     assert alert["webhook"] == "posted (200)"
     [posted] = hook.received  # delivered once, after one retried 503
     assert posted["run_id"] == failed.run_id
+
+
+def test_a_failed_run_that_will_be_retried_is_recorded_but_not_posted(
+    instance: dg.DagsterInstance,
+    resources: dict[str, Any],
+    state: StatePaths,
+    monkeypatch: pytest.MonkeyPatch,
+    webhook: tuple[str, type[_Hook]],
+) -> None:
+    # deploy/dagster.yaml retries a failed run once; Dagster tags the failed one
+    url, hook = webhook
+    monkeypatch.setenv("MLPLATFORM_ALERT_WEBHOOK", url)
+    job = build_definitions(state).resolve_job_def("train_and_score")
+    failed = job.execute_in_process(
+        instance=instance,
+        run_config=FAST,
+        raise_on_error=False,
+        tags={TRIGGER_TAG: "drift", WILL_RETRY_TAG: "true"},
+    )
+    assert not failed.success
+    failure = next(e for e in failed.all_events if e.event_type_value == "PIPELINE_FAILURE")
+    with dg.build_run_status_sensor_context(
+        sensor_name="run_failure_alerts",
+        dagster_event=failure,
+        dagster_instance=instance,
+        dagster_run=failed.dagster_run,
+        resources=resources,
+    ) as context:
+        run_failure_alerts(context.for_run_failure())
+    [alert] = resources["monitoring"].alerts()
+    assert alert["run_id"] == failed.run_id and alert["will_retry"] is True
+    assert alert["webhook"].startswith("not posted")
+    assert hook.received == []
 
 
 def test_using_the_registry_leaves_the_tracking_uri_setting_alone(

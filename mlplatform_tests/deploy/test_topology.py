@@ -1,21 +1,24 @@
 """The production topology, for real, on loopback (see :mod:`.topology`).
 
-PostgreSQL (this machine's server, fresh databases dropped at the end), ``mlflow
-server`` with the Postgres backend store and a temp artifact root, ``dagster api
-grpc`` serving the package, ``dagster-webserver`` on a workspace pointing at it and
-``dagster-daemon``, all from ``deploy/docker-compose.yaml``. Data lands as an operator
-would land it (``mlplatform generate`` in the code server's environment); the
-ingestion sensor, started through the webserver's GraphQL API, ingests it; training
-and scoring are launched through GraphQL and queued, launched and monitored by the
-daemon. Then the daemon is SIGKILLed in the middle of a training run and restarted.
+PostgreSQL (a server of this module's own, :func:`~mlplatform_tests.pg.private_postgres`;
+the machine's where its server programs are missing), ``mlflow server`` with the
+Postgres backend store and a temp artifact root, ``dagster api grpc`` serving the
+package, ``dagster-webserver`` on a workspace pointing at it and ``dagster-daemon``,
+all from ``deploy/docker-compose.yaml``. Data lands as an operator would land it
+(``mlplatform generate`` in the code server's environment); the ingestion sensor,
+started through the webserver's GraphQL API, ingests it; training and scoring are
+launched through GraphQL and queued, launched and monitored by the daemon. Then the
+daemon is SIGKILLed in the middle of a training run and restarted; last, PostgreSQL
+is restarted in the middle of one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,12 +30,19 @@ from dagster import DagsterEventType
 
 from mlplatform.defs.ingestion import SOURCE_BATCHES_NAME, new_source_batches
 from mlplatform.defs.jobs import BATCH_INFERENCE, ROLLBACK_CHAMPION, TRAIN_AND_SCORE
+from mlplatform.defs.registry import RECALL_GATE_CHECK, registered_model
 from mlplatform.resources.ledger import PromotionLedger
 from mlplatform.resources.mlflow_registry import MlflowRegistry
 from mlplatform_tests.defs.helpers import LENIENT
 from mlplatform_tests.deploy import compose as c
-from mlplatform_tests.deploy.topology import Postgres, Topology, graphql, wait_for
-from mlplatform_tests.pg import admin_url, fresh_database
+from mlplatform_tests.deploy.topology import Postgres, Topology, free_port, graphql, wait_for
+from mlplatform_tests.pg import (
+    PrivatePostgres,
+    admin_url,
+    fresh_database,
+    postgres_bindir,
+    private_postgres,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -80,6 +90,7 @@ class Deployment:
     topology: Topology
     databases: dict[str, str]  # production name -> SQLAlchemy URL of this run's database
     location: str
+    server: PrivatePostgres | None  # the postgres service, when it is this module's own
 
     @property
     def webserver(self) -> int:
@@ -98,11 +109,11 @@ class Deployment:
         code_server = next(s for s in self.topology.services.values() if "grpc" in s.argv)
         return Path(code_server.env["MLPLATFORM_HOME"])
 
-    def query(self, database: str, sql: str, **params: Any) -> list[sa.Row[Any]]:
+    def query(self, database: str, sql: str, **params: Any) -> list[tuple[Any, ...]]:
         engine = sa.create_engine(self.databases[database], poolclass=sa.pool.NullPool)
         try:
             with engine.connect() as conn:
-                return list(conn.execute(sa.text(sql), params))
+                return [tuple(row) for row in conn.execute(sa.text(sql), params)]
         finally:
             engine.dispose()
 
@@ -152,13 +163,26 @@ class Deployment:
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    """Every service of the compose file running on loopback; stopped and dropped after."""
+    """Every service of the compose file running on loopback; stopped and dropped after.
+
+    The ``postgres`` service is a server of this module's own (:func:`private_postgres`),
+    so that it can be restarted under the platform; where PostgreSQL's server programs
+    are not installed, the machine's server, and the restart test skips.
+    """
     root = tmp_path_factory.mktemp("topology")
     production_databases = c.created_databases(c.DATABASES_SQL.read_text())
-    admin = sa.make_url(admin_url())
     with ExitStack() as stack:
+        server = (
+            stack.enter_context(private_postgres(free_port()))
+            if postgres_bindir() is not None
+            else None
+        )
+        server_url = server.url() if server else admin_url()
+        admin = sa.make_url(server_url)
         urls = {
-            name: stack.enter_context(fresh_database(f"mlplatform_topology_{name}"))
+            name: stack.enter_context(
+                fresh_database(f"mlplatform_topology_{name}", server_url=server_url)
+            )
             for name in production_databases
         }
         postgres = Postgres(
@@ -180,7 +204,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         stack.callback(topology.stop)
         topology.start()
         [location] = c.grpc_locations(c.load_yaml(c.WORKSPACE_YAML))
-        yield Deployment(topology, urls, str(location["location_name"]))
+        yield Deployment(topology, urls, str(location["location_name"]), server)
 
 
 @dataclass(frozen=True)
@@ -296,7 +320,7 @@ def test_champion_is_in_the_mlflow_server_registry(
     uri = deployment.tracking_uri
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     version = client.get_model_version_by_alias(registry.model_name, registry.champion_alias)
-    assert version.status == "READY"
+    assert version.status == "READY" and version.run_id
     run = client.get_run(version.run_id)
     assert run.data.tags["dagster_run_id"] == trained.run_id
     assert run.data.metrics["recall"] > 0
@@ -432,3 +456,182 @@ def test_rollback_job_moves_the_champion_back(
         after.version,
         run_id,
     )
+
+
+# PostgreSQL restarted under the platform (issue 9). Down for a few seconds, as when
+# its container restarts (compose ``restart: unless-stopped``): stop, start, recovery.
+POSTGRES_DOWN_FOR = 3.0
+HEARTBEAT_RECOVERY = 90.0  # the daemon's heartbeat interval is 30 s
+RUNS = "query { runsOrError { __typename ... on Runs { results { runId } } } }"
+LOGS_FOR_RUN = """
+query($runId: ID!) { logsForRun(runId: $runId) { __typename ... on PythonError { message } } }"""
+SENSOR_STATE = """
+query($selector: SensorSelector!) {
+  sensorOrError(sensorSelector: $selector) {
+    __typename
+    ... on Sensor { sensorState { status } }
+    ... on PythonError { message }
+  }
+}"""
+ACTIVE_RUNS = """
+query {
+  runsOrError(filter: {statuses: [QUEUED, NOT_STARTED, STARTING, STARTED, CANCELING]}) {
+    ... on Runs { results { runId } }
+  }
+}"""
+PARENT_RUN_TAG = "dagster/parent_run_id"  # set on the daemon's automatic re-execution
+
+
+@contextmanager
+def _writes_held(database_url: str, table: str) -> Iterator[Callable[[], bool]]:
+    """Hold a SHARE lock on ``table`` (reads go on, writes wait); yields a probe: whether
+    another session's write waits on it. The lock ends with the server's restart."""
+    engine = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
+    holder = engine.connect()
+    try:
+        holder.begin()
+        holder.exec_driver_sql(f"LOCK TABLE {table} IN SHARE MODE")
+
+        def waiting() -> bool:
+            # (pg_stat_activity keeps a statement's first 1 kB: the table, not the values)
+            with engine.connect() as conn:
+                count = conn.execute(
+                    sa.text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND wait_event_type = 'Lock' "
+                        "AND (query LIKE :insert OR query LIKE :update)"
+                    ),
+                    {"insert": f"INSERT INTO {table} %", "update": f"UPDATE {table} %"},
+                ).scalar_one()
+            return bool(count)
+
+        yield waiting
+    finally:
+        with contextlib.suppress(sa.exc.DBAPIError):  # its session ended with the server
+            holder.close()
+        engine.dispose()
+
+
+def test_postgres_restarted_mid_run_recovers(
+    deployment: Deployment, ingested: Ingested, trained: Trained
+) -> None:
+    """PostgreSQL restarts (``-m fast``: every session ended, down a few seconds) while a
+    training run writes to it: nobody restarts anything, and everything recovers.
+
+    The restart lands while a statement of the run is in flight: the recall gate's
+    result, which waits on a lock this test holds on ``asset_check_executions`` (nothing
+    else writes there meanwhile). Dagster retries opening a connection for ~6 s, which
+    rides out a short outage, but not a statement the shutdown ended: the gate's step
+    fails, so nothing is promoted. The daemon re-executes the run from that step (run
+    retries, ``deploy/dagster.yaml``): the gate is recorded and the version the first
+    run registered is promoted, without training or registering again.
+    """
+    server = deployment.server
+    if server is None:
+        pytest.skip("PostgreSQL's server programs are not installed: no private server")
+    # nothing left running by the tests before (a run of theirs registering a version)
+    wait_for(
+        "the runs before to finish",
+        lambda: not graphql(deployment.webserver, ACTIVE_RUNS)["runsOrError"]["results"],
+        timeout=RUN_TIMEOUT,
+    )
+    services = deployment.topology.services
+    pids = {name: s.proc.pid for name, s in services.items() if s.proc is not None}
+    registry = deployment.registry
+    registered = len(registry.versions())
+    run_id = deployment.launch(
+        TRAIN_AND_SCORE, run_config=TRAINING_CONFIG, tags={"test": "restart-postgres"}
+    )
+
+    def training_started() -> bool:
+        return bool(
+            deployment.query(
+                "dagster",
+                "SELECT 1 FROM event_logs WHERE run_id = :id AND step_key = 'candidate_model' "
+                "AND dagster_event_type = :kind",
+                id=run_id,
+                kind=DagsterEventType.STEP_START.value,
+            )
+        )
+
+    wait_for("the training step", training_started, timeout=180, diagnostics=deployment.logs)
+    with _writes_held(deployment.databases["dagster"], "asset_check_executions") as waiting:
+        wait_for("the gate's result", waiting, timeout=180, diagnostics=deployment.logs)
+        assert deployment.status(run_id) == "STARTED"
+        assert server.restart(down_for=POSTGRES_DOWN_FOR) >= POSTGRES_DOWN_FOR
+    heartbeats = "SELECT daemon_type, timestamp FROM daemon_heartbeats"
+    at_restart = {kind: at for kind, at in deployment.query("dagster", heartbeats)}
+
+    # the webserver answers at once, from each of its storages (runs, events, sensors):
+    # it holds no connection the restart ended (--db-pool-recycle 0, the compose file)
+    selector = {
+        "repositoryLocationName": deployment.location,
+        "repositoryName": "__repository__",
+        "sensorName": new_source_batches.name,
+    }
+    answers = {
+        "run storage": graphql(deployment.webserver, RUNS)["runsOrError"],
+        "event log": graphql(deployment.webserver, LOGS_FOR_RUN, {"runId": run_id})["logsForRun"],
+        "schedule storage": graphql(deployment.webserver, SENSOR_STATE, {"selector": selector})[
+            "sensorOrError"
+        ],
+    }
+    assert {name: a["__typename"] for name, a in answers.items()} == {
+        "run storage": "Runs",
+        "event log": "EventConnection",
+        "schedule storage": "Sensor",
+    }, answers
+    # and a run launched now is queued, started and finished as before the restart
+    scored = _score(deployment, next(iter(ingested.batches)))
+
+    # the run failed at the gate's step, because the restart ended its statement
+    assert deployment.wait_finished(run_id) == "FAILURE"
+    [(step,)] = deployment.query(
+        "dagster",
+        "SELECT step_key FROM event_logs WHERE run_id = :id AND dagster_event_type = :kind",
+        id=run_id,
+        kind=DagsterEventType.STEP_FAILURE.value,
+    )
+    assert step == f"{registered_model.key.to_python_identifier()}_{RECALL_GATE_CHECK}"
+    failures = deployment.failure_messages(run_id)
+    assert "OperationalError" in failures and "asset_check_executions" in failures, failures
+
+    # ... and the daemon re-executes it, with no one asking, to success
+    def retry() -> str | None:
+        runs = graphql(deployment.webserver, RUNS_BY_TAG, {"key": PARENT_RUN_TAG, "value": run_id})[
+            "runsOrError"
+        ]["results"]
+        return str(runs[0]["runId"]) if runs else None
+
+    retry_id = str(wait_for("the run's retry", retry, timeout=120, diagnostics=deployment.logs))
+    assert deployment.wait_finished(retry_id) == "SUCCESS", deployment.failure_messages(retry_id)
+    assert deployment.wait_finished(scored) == "SUCCESS", deployment.failure_messages(scored)
+
+    # the champion is the version the first run registered (one new version: the retry
+    # neither trained nor registered again), promoted by the retry, and the ledger agrees
+    from mlflow import MlflowClient
+
+    versions = registry.versions()
+    assert len(versions) == registered + 1
+    champion = registry.champion()
+    assert champion == versions[-1]
+    mlflow_run = MlflowClient(tracking_uri=deployment.tracking_uri).get_run(champion.run_id)
+    assert mlflow_run.data.tags["dagster_run_id"] == run_id
+    entries = PromotionLedger(url=deployment.databases["mlplatform"]).entries(registry.model_name)
+    assert not [e for e in entries if e.state == "pending"]
+    assert (entries[-1].state, entries[-1].to_version, entries[-1].dagster_run_id) == (
+        "committed",
+        champion.version,
+        retry_id,
+    )
+
+    # the same processes throughout: nothing was restarted but PostgreSQL
+    assert {name: s.proc.pid for name, s in services.items() if s.proc is not None} == pids
+    assert all(s.running() for s in services.values()), deployment.logs()
+
+    # and every daemon has written its heartbeat since
+    def fresh_heartbeats() -> bool:
+        now = {kind: at for kind, at in deployment.query("dagster", heartbeats)}
+        return all(now.get(kind, at) > at for kind, at in at_restart.items())
+
+    wait_for("the daemon's heartbeats", fresh_heartbeats, timeout=HEARTBEAT_RECOVERY, interval=2)
