@@ -22,15 +22,23 @@ until :meth:`CorpusCase.write`.
 
 from __future__ import annotations
 
+import functools
+import gzip
+import io
+import struct
+import zipfile
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from mlplatform.core.generator import AI4I_COLUMNS, generate_ai4i
-from mlplatform.core.ingest import PARSE_EXPECTATION, TYPE_EXPECTATION
+from mlplatform.core.ingest import MAX_TEXT_CHARS, PARSE_EXPECTATION, TYPE_EXPECTATION
 
 __all__ = [
     "BETWEEN",
@@ -42,6 +50,8 @@ __all__ = [
     "QuarantineEntry",
     "Rejection",
     "build_corpus",
+    "gzip_bomb",
+    "parquet_bomb",
 ]
 
 NOT_NULL = "expect_column_values_to_not_be_null"
@@ -865,9 +875,209 @@ def _clean_cases() -> list[CorpusCase]:
     ]
 
 
+# -- hostile input: formulas, look-alikes, giant fields, archives and bombs -----------------
+
+FORMULA_TYPES = ['=HYPERLINK("http://x.example","y")', "+cmd|' /C calc'!A0", "-2+3", "@SUM(1)"]
+FORMULA_IDS = [
+    "=1+1",
+    '=HYPERLINK("http://x.example","y")',
+    "@SUM(A1)",
+    "-2+3",
+    "+cmd|'/C calc'!A0",
+]
+GIANT_CHARS = 2 << 20
+
+
+@functools.cache
+def gzip_bomb(expanded_mib: int) -> bytes:
+    """Gzip bytes that expand to a CSV header and ``expanded_mib`` MiB of zeros.
+
+    Built without compressing gigabytes: after a full flush the compressor starts
+    afresh, so one compressed MiB of zeros is valid at any point of the stream and is
+    repeated (about 1,000 to 1). The trailer's CRC is not computed (it is only checked
+    once every byte has been expanded, which a reader of this file must never do).
+    """
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    head = deflate.compress((HEADER + "\n").encode()) + deflate.flush(zlib.Z_FULL_FLUSH)
+    zeros = b"0" * (1 << 20)
+    piece = deflate.compress(zeros) + deflate.flush(zlib.Z_FULL_FLUSH)
+    if deflate.compress(zeros) + deflate.flush(zlib.Z_FULL_FLUSH) != piece:
+        raise RuntimeError("a full flush did not make the compressed MiB repeatable")
+    tail = deflate.flush()
+    magic = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"
+    return magic + head + piece * expanded_mib + tail + struct.pack("<II", 0, 0)
+
+
+def parquet_bomb(rows: int, text_chars: int) -> Writer:
+    """A Parquet file of ``rows`` rows whose Product ID is one ``text_chars``-long text.
+
+    Dictionary-encoded and compressed, the file is a few hundred KB; decoded, the rows
+    take ``rows * text_chars`` bytes.
+    """
+
+    def write(path: Path) -> None:
+        udi = pa.array(np.arange(1, rows + 1, dtype="int64"))
+        product = pa.DictionaryArray.from_arrays(
+            pa.array(np.zeros(rows, dtype="int32")), pa.array(["L" * text_chars])
+        )
+        columns = {name: pa.array(np.zeros(rows, dtype="int64")) for name in AI4I_COLUMNS}
+        columns.update(
+            {
+                "UDI": udi,
+                "Product ID": product,
+                "Type": pa.DictionaryArray.from_arrays(
+                    pa.array(np.zeros(rows, dtype="int32")), pa.array(["L"])
+                ),
+                "Air temperature [K]": pa.array(np.full(rows, 300.0)),
+                "Process temperature [K]": pa.array(np.full(rows, 310.0)),
+                "Torque [Nm]": pa.array(np.full(rows, 40.0)),
+            }
+        )
+        pq.write_table(pa.table(columns), path, compression="zstd")
+
+    return write
+
+
+def _gzip_csv(data: bytes) -> bytes:
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as fh:
+        fh.write(data)
+    return out.getvalue()
+
+
+def _zip_csv(name: str, data: bytes) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(name, data)
+    return out.getvalue()
+
+
+def _write_lazily(build: Callable[[], bytes]) -> Writer:
+    def write(path: Path) -> None:
+        path.write_bytes(build())
+
+    return write
+
+
+def _hostile_cases() -> list[CorpusCase]:
+    valid = _csv(_frame(5, seed=60)).encode()
+
+    formulas = _frame(9, seed=61)
+    formulas["Type"] = [*FORMULA_TYPES, "L", "M", "H", "L", "\t=1+1"]
+    formulas["Product ID"] = ["M1", "M2", "M3", "M4", *FORMULA_IDS]
+    formulas['=HYPERLINK("http://x.example","header")'] = "=1+1"  # an unknown column: dropped
+    not_in_set = "not one of L, M, H"
+
+    lookalikes = _with(
+        _frame(7, seed=62),
+        "Type",
+        ["\u041c", "\uff2c", "L\u200b", "\u202eL", "H\x00", "l\u0307", "M"],
+    )
+
+    giant = _frame(5, seed=63)
+    giant.loc[1, "Product ID"] = "M" * GIANT_CHARS
+    giant.loc[3, "Torque [Nm]"] = "4" + "0" * GIANT_CHARS + "x"
+    too_long = f"text longer than {MAX_TEXT_CHARS:,} characters"
+
+    single = _with(_frame(8, seed=64), "Machine failure", [0] * 8)
+    for flag in ("TWF", "HDF", "PWF", "OSF", "RNF"):
+        single[flag] = 0
+
+    return [
+        CorpusCase(
+            "formula_injection",
+            "formula_injection.csv",
+            _csv(formulas).encode(),
+            Ingestion(
+                9,
+                4,
+                5,
+                (
+                    *(_q(r, "Type", IN_SET, not_in_set) for r in (1, 2, 3, 4)),
+                    _q(9, "Type", IN_SET, not_in_set),
+                ),
+                # formulas in a text identifier are stored as the file wrote them
+                stored_values={"type": ("L", "M", "H", "L"), "product_id": tuple(FORMULA_IDS[:4])},
+                dropped_columns=('=HYPERLINK("http://x.example","header")',),
+            ),
+            9,
+            "spreadsheet formulas (=HYPERLINK, +cmd|, -2+3, @SUM) as Type: quarantined; as "
+            "Product ID: stored literally, never evaluated; a formula as a header: dropped",
+        ),
+        CorpusCase(
+            "type_lookalikes",
+            "type_lookalikes.csv",
+            _csv(lookalikes).encode(),
+            Ingestion(7, 1, 6, tuple(_q(r, "Type", IN_SET, not_in_set) for r in range(1, 7))),
+            7,
+            "Cyrillic M, fullwidth L, a zero-width space, a right-to-left override, a NUL "
+            "byte and a combining dot: none of them is L, M or H",
+        ),
+        CorpusCase(
+            "giant_fields",
+            "giant_fields.csv",
+            _csv(giant).encode(),
+            Ingestion(
+                5,
+                3,
+                2,
+                (
+                    _q(2, "Product ID", TYPE_EXPECTATION, too_long),
+                    _q(4, "Torque [Nm]", TYPE_EXPECTATION, "not a number"),
+                ),
+            ),
+            5,
+            f"an {GIANT_CHARS >> 20} MiB Product ID and an {GIANT_CHARS >> 20} MiB Torque: "
+            "quarantined (and clipped there), the other rows stored",
+        ),
+        CorpusCase(
+            "single_class",
+            "single_class.csv",
+            _csv(single).encode(),
+            Ingestion(8, 8, 0, stored_values={"machine_failure": (0,) * 8}),
+            8,
+            "every label 0: valid rows, stored (training on them alone must refuse to fit)",
+            malformed=False,
+        ),
+        CorpusCase(
+            "gzip_csv",
+            "observations.csv.gz",
+            _gzip_csv(valid),
+            Rejection("unsupported file type '.gz'"),
+            0,
+            "a gzip-compressed CSV: compressed input is not accepted, never decompressed",
+        ),
+        CorpusCase(
+            "zip_archive",
+            "observations.zip",
+            _zip_csv("observations.csv", valid),
+            Rejection("unsupported file type '.zip'"),
+            0,
+            "a zip archive holding a CSV",
+        ),
+        CorpusCase(
+            "gzip_bomb_as_csv",
+            "gzip_bomb.csv",
+            _write_lazily(lambda: gzip_bomb(10 << 10)),
+            Rejection("not UTF-8 text (byte 1: invalid start byte)"),
+            0,
+            "10 MB of gzip expanding to 10 GiB, named .csv: refused at its second byte",
+        ),
+        CorpusCase(
+            "parquet_decompression_bomb",
+            "parquet_bomb.parquet",
+            parquet_bomb(200_000, 10_000),
+            Rejection("a decompression bomb"),
+            200_000,
+            "a Parquet file whose one dictionary text, repeated, decodes to 2 GB: refused "
+            "before it is decoded",
+        ),
+    ]
+
+
 def build_corpus() -> list[CorpusCase]:
-    """Every case, whole-file rejections first; ids and file names are unique."""
-    cases = [*_whole_file_cases(), *_row_level_cases(), *_clean_cases()]
+    """Every case; ids and file names are unique."""
+    cases = [*_whole_file_cases(), *_row_level_cases(), *_clean_cases(), *_hostile_cases()]
     ids = [c.id for c in cases]
     names = [c.filename for c in cases]
     if len(set(ids)) != len(ids) or len(set(names)) != len(names):

@@ -304,9 +304,16 @@ class SeenIds:
 
     def add(self, ids: np.ndarray) -> None:
         """Remember ``ids`` (integers)."""
-        merged = np.concatenate([self._sorted, np.asarray(ids, dtype="int64")])
-        # a stable sort of int64 is timsort: sorted runs (ids usually come in order) merge
-        # in linear time
+        new = np.sort(np.asarray(ids, dtype="int64"), kind="stable")
+        if not len(new):
+            return
+        if not len(self._sorted) or new[0] > self._sorted[-1]:
+            # ids in file order (the usual case): appended, never re-sorted, so a file of
+            # N rows peaks at two copies of its ids, not three and a half
+            self._sorted = np.concatenate([self._sorted, new])
+            return
+        merged = np.concatenate([self._sorted, new])
+        # a stable sort of int64 is timsort: two sorted runs merge in linear time
         self._sorted = np.sort(merged, kind="stable")
 
     def contains(self, ids: np.ndarray) -> np.ndarray:

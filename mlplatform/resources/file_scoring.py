@@ -8,7 +8,8 @@ streamed into a staging Parquet file. That file is scored by
 one batch at a time) and the predictions are published atomically at ``out``
 (Parquet, or CSV when ``out`` ends in ``.csv``). Rows that fail validation are
 not scored; they are written beside ``out`` with row, column, value and reason,
-so nothing is lost. Memory is bounded by the chunk size, not by the file.
+so nothing is lost (text that a spreadsheet would run as a formula gets a leading
+``'``). Memory is bounded by the chunk size, not by the file.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from sklearn.pipeline import Pipeline
 
+from mlplatform.core.formulas import neutralize_formulas
 from mlplatform.core.ingest import FileRejected, type_and_validate
 from mlplatform.core.schema import DatasetSpec
 from mlplatform.core.serving import ScoringSummary, TrainingReference
@@ -170,7 +172,8 @@ def score_file(
                 rows_read += typed.rows_landed
                 rows_invalid += typed.rows_quarantined
                 if not typed.quarantine.empty:  # streamed out: never held whole
-                    typed.quarantine.drop(columns=["record"]).to_csv(
+                    # the file's own text, opened in a spreadsheet: no formula may run
+                    neutralize_formulas(typed.quarantine.drop(columns=["record"])).to_csv(
                         invalid_tmp, mode="a", header=not invalid_tmp.exists(), index=False
                     )
                 if typed.valid.empty:

@@ -3,12 +3,21 @@
 Every landed file is identified by the sha256 of its bytes. After ingestion it
 moves to the archive, byte for byte; a file that cannot be ingested moves to the
 rejected area beside a ``.reason.txt``. Nothing is deleted.
+
+Hostile entries are refused, never followed: a symbolic link is rejected without
+being read (the link itself moves, its target is untouched), as is a file whose
+name is not UTF-8. Names are kept in the archive and rejected area (shortened to
+fit the file system's 255 bytes), and a landed name can never overwrite a reason
+file. Parquet is compressed input: a file whose rows decode to more than
+``_MAX_EXPANSION`` times its size is rejected as a decompression bomb before the
+rows are expanded.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,6 +28,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -32,10 +42,19 @@ __all__ = ["LANDING_SOURCE", "LandedFile", "LandingArea"]
 LANDING_SOURCE = "landing"
 SUPPORTED_SUFFIXES = (".csv", ".parquet")
 REASON_SUFFIX = ".reason.txt"
-_MIN_BLOCK = 1 << 16
-_MAX_BLOCK = 1 << 28
 # blocks of the multi-threaded reader: small enough that both cores parse a file
 _FAST_BLOCK = 1 << 21
+# pyarrow reads a line that spans at most two blocks: the careful reader's blocks are at
+# least twice the fast reader's, so a long line the fast reader reads it reads too
+_MIN_BLOCK = 2 * _FAST_BLOCK
+_MAX_BLOCK = 1 << 28
+# a Parquet file may decode to this many times its size (plus the floor), no more: a
+# legitimate file decodes to a few times its size, a decompression bomb to thousands
+_MAX_EXPANSION = 100
+_EXPANSION_FLOOR = 1 << 28
+# the longest name a file system takes (bytes); a stored name is cut to fit with its reason
+_NAME_MAX = 255
+_SHORTENED = "~"
 
 
 def _header(path: Path, label: str) -> list[str]:
@@ -253,6 +272,13 @@ def _read_csv_careful(
         message = str(exc)
         if "UTF8" in message or "utf8" in message.lower():
             raise FileRejected(label, f"not UTF-8 text ({message[:200]})") from exc
+        if "straddl" in message:
+            raise FileRejected(
+                label,
+                f"a line longer than {block:,} bytes after data row {next_row - 1:,} "
+                "(a giant field, or a quote that never closes): cannot be read in chunks "
+                f"of {chunk_rows:,} rows",
+            ) from exc
         raise FileRejected(label, f"unparseable CSV: {message[:300]}") from exc
     except OSError as exc:
         raise FileRejected(label, f"unreadable csv file: {exc}") from exc
@@ -278,22 +304,89 @@ def _read_csv(path: Path, label: str, chunk_rows: int, *, fast: bool = True) -> 
     yield from _read_csv_careful(path, label, header, chunk_rows, skip=handed_out)
 
 
+def _is_text(type_: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_string(type_)
+        or pa.types.is_large_string(type_)
+        or pa.types.is_binary(type_)
+        or pa.types.is_large_binary(type_)
+    )
+
+
+def _fixed_bytes(type_: pa.DataType) -> int:
+    """Bytes a value of ``type_`` takes decoded, at least (a text's offset: 4)."""
+    if pa.types.is_dictionary(type_):
+        return 4
+    try:
+        return max(0, type_.bit_width // 8)
+    except ValueError:  # variable width: text, lists
+        return 4
+
+
+def _decoded_bytes(batch: pa.RecordBatch) -> int:
+    """Bytes ``batch`` takes once its dictionary-encoded text is decoded (not decoding it)."""
+    total = 0
+    for column in batch.columns:
+        if isinstance(column, pa.DictionaryArray):
+            lengths = pc.take(pc.binary_length(column.dictionary), column.indices)
+            total += int(pc.sum(lengths).as_py() or 0) + 4 * len(column)
+        else:
+            total += column.nbytes
+    return total
+
+
 def _read_parquet(path: Path, label: str, chunk_rows: int) -> Iterator[RawChunk]:
+    """Record batches of at most ``chunk_rows`` rows, text decoded only once it is known safe.
+
+    Text columns are read as dictionaries, so a value repeated a million times is
+    held once; what the batch would take decoded is counted first, and the file is
+    rejected as a decompression bomb once its rows decode to more than
+    ``_MAX_EXPANSION`` times its size (plus ``_EXPANSION_FLOOR``).
+    """
     try:
         parquet = pq.ParquetFile(path)
+        schema = parquet.schema_arrow
+        text = [f.name for f in schema if _is_text(f.type)]
+        if text:
+            parquet = pq.ParquetFile(path, read_dictionary=text)
     except (pa.ArrowInvalid, OSError) as exc:
         raise FileRejected(label, f"unreadable parquet file: {str(exc)[:300]}") from exc
+    size = path.stat().st_size
+    budget = _MAX_EXPANSION * size + _EXPANSION_FLOOR
+    # fixed-width values (and the offsets of text) take a known size per row: a file
+    # of millions of run-length-encoded zeros is refused before any row is decoded
+    at_least = parquet.metadata.num_rows * sum(_fixed_bytes(f.type) for f in schema)
+    if at_least > budget:
+        raise FileRejected(
+            label,
+            f"a decompression bomb: its {parquet.metadata.num_rows:,} rows decode to at "
+            f"least {at_least:,} bytes, more than {_MAX_EXPANSION} times the file's "
+            f"{size:,} bytes",
+        )
+    decoded = 0
     next_row = 1
     try:
         for record_batch in parquet.iter_batches(batch_size=chunk_rows):
-            table = pa.Table.from_batches([record_batch])
+            decoded += _decoded_bytes(record_batch)
+            if decoded > budget:
+                raise FileRejected(
+                    label,
+                    f"a decompression bomb: its first {next_row + record_batch.num_rows - 1:,} "
+                    f"rows decode to {decoded:,} bytes, more than {_MAX_EXPANSION} times "
+                    f"the file's {size:,} bytes",
+                )
+            columns = [
+                column.cast(field.type) if isinstance(column, pa.DictionaryArray) else column
+                for column, field in zip(record_batch.columns, schema, strict=True)
+            ]
+            table = pa.Table.from_arrays(columns, schema=schema)
             numbers = np.arange(next_row, next_row + table.num_rows, dtype="int64")
             next_row += table.num_rows
             yield RawChunk(table, numbers)
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowInvalid, pa.ArrowMemoryError, MemoryError, OSError) as exc:
         raise FileRejected(label, f"unreadable parquet file: {str(exc)[:300]}") from exc
     if next_row == 1:
-        yield RawChunk(parquet.schema_arrow.empty_table(), np.empty(0, dtype="int64"))
+        yield RawChunk(schema.empty_table(), np.empty(0, dtype="int64"))
 
 
 @dataclass(frozen=True)
@@ -306,26 +399,64 @@ class LandedFile:
 
     @property
     def name(self) -> str:
-        """The file's name as landed."""
-        return self.path.name
+        """The file's name as landed (bytes that are not UTF-8 escaped, as ``\\xe9``)."""
+        return _label(self.path.name)
 
     @property
     def stored_name(self) -> str:
-        """Name in the archive or rejected area: hash prefix, then the landed name."""
-        return f"{self.sha256[:16]}__{self.path.name}"
+        """Name in the archive or rejected area: hash prefix, then the landed name.
+
+        A name too long for the file system with the prefix and a reason suffix keeps
+        its start and its extension; one ending like a reason file gets a ``_``, so
+        that it can never take a reason file's place (nor a reason file its place).
+        """
+        return _stored_name(self.sha256[:16], self.path.name)
+
+
+def _stored_name(prefix: str, name: str) -> str:
+    if name.lower().endswith(REASON_SUFFIX):
+        name += "_"
+    room = _NAME_MAX - len(prefix) - len("__") - len(REASON_SUFFIX)
+    if len(os.fsencode(name)) > room:
+        ext = Path(name).suffix if len(os.fsencode(Path(name).suffix)) <= 16 else ""
+        head = name[: len(name) - len(ext)]
+        while head and len(os.fsencode(head + _SHORTENED + ext)) > room:
+            head = head[:-1]
+        name = head + _SHORTENED + ext
+    return f"{prefix}__{name}"
+
+
+def _name_problem(name: str) -> str | None:
+    """Why a landed ``name`` cannot be used as a label, or None."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "the file name is not UTF-8 (its other bytes are shown as \\xNN); rename the file"
+    return None
+
+
+def _label(name: str) -> str:
+    """``name`` as text any log, database or Parquet file takes (undecodable bytes escaped)."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 _DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
 def _sha256(path: Path) -> str:
-    """sha256 of the file's bytes, remembered per (path, size, mtime) within a process."""
-    stat = path.stat()
+    """sha256 of the file's bytes, remembered per (path, size, mtime) within a process.
+
+    A symbolic link is never followed: its identity is the digest of where it points.
+    """
+    stat = path.lstat()
     key = (str(path), stat.st_size, stat.st_mtime_ns)
     found = _DIGESTS.get(key)
     if found is None:
-        with open(path, "rb") as fh:
-            found = hashlib.file_digest(fh, "sha256").hexdigest()
+        if path.is_symlink():
+            found = hashlib.sha256(b"symlink\0" + os.fsencode(os.readlink(path))).hexdigest()
+        else:
+            with open(path, "rb") as fh:
+                found = hashlib.file_digest(fh, "sha256").hexdigest()
         _DIGESTS[key] = found
     return found
 
@@ -338,15 +469,21 @@ class LandingArea(dg.ConfigurableResource):
     rejected_dir: str
 
     def pending(self) -> list[LandedFile]:
-        """Files waiting in the landing folder, oldest name first; hidden files are ignored."""
+        """Files waiting in the landing folder, oldest name first; hidden files are ignored.
+
+        Symbolic links are listed (whatever they point at, if anything) so that they
+        are rejected; folders and other special files are not files to ingest.
+        """
         root = Path(self.landing_dir)
         if not root.is_dir():
             return []
         found = []
         for p in sorted(root.iterdir()):
-            if not p.is_file() or p.name.startswith((".", TMP_PREFIX)):
+            if p.name.startswith((".", TMP_PREFIX)):
                 continue
-            found.append(LandedFile(p, _sha256(p), p.stat().st_size))
+            if not (p.is_symlink() or p.is_file()):
+                continue
+            found.append(LandedFile(p, _sha256(p), p.lstat().st_size))
         return found
 
     # -- the BatchSource protocol -----------------------------------------------------
@@ -413,6 +550,15 @@ class LandingArea(dg.ConfigurableResource):
             text or not parseable.
         """
         path = self.locate(plan)
+        if path.is_symlink():
+            raise FileRejected(
+                plan.label,
+                f"a symbolic link (to {_label(os.readlink(path))!r}), not a file: landed "
+                "files must be regular files; the link was not followed",
+            )
+        problem = _name_problem(path.name)
+        if problem is not None:
+            raise FileRejected(plan.label, problem)
         suffix = path.suffix.lower()
         if suffix not in SUPPORTED_SUFFIXES:
             raise FileRejected(
@@ -446,7 +592,8 @@ class LandingArea(dg.ConfigurableResource):
     def reject(self, landed: LandedFile, reason: str) -> Path:
         """Move ``landed`` to the rejected area with a reason file; returns its new path."""
         target = self._move(landed, Path(self.rejected_dir))
-        write_bytes_atomic(reason.encode(), target.with_name(target.name + REASON_SUFFIX))
+        text = reason.encode("utf-8", "backslashreplace")
+        write_bytes_atomic(text, target.with_name(target.name + REASON_SUFFIX))
         return target
 
     def drop(self, frame: pd.DataFrame, name: str) -> Path:
@@ -455,6 +602,7 @@ class LandingArea(dg.ConfigurableResource):
         return write_with_atomic(lambda tmp: frame.to_csv(tmp, index=False), target)
 
     def _move(self, landed: LandedFile, folder: Path) -> Path:
+        """Move ``landed`` into ``folder``; a link moves as a link, its target untouched."""
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / landed.stored_name
         shutil.move(landed.path, target)
