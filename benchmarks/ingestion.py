@@ -7,7 +7,9 @@ one CSV file and measures, each path in its own child process:
   landing -> :func:`~mlplatform.resources.ingestion.discover` (sha256 + plan) ->
   :func:`~mlplatform.resources.ingestion.ingest_batch` (read, type, validate with
   Great Expectations, store valid rows with derived features and lineage as a new
-  batch version) -> ``FeatureStore.as_of`` + ``build_feature_table`` written with
+  batch version) -> the ``feature_table`` asset's own work: ``FeatureStore.as_of``,
+  :func:`~mlplatform.core.features.checked_feature_table` (the table, its digest and
+  its blocking Great Expectations check over every row), written with
   ``write_parquet_atomic``;
 * **bare**: ``pyarrow.csv.read_csv`` + ``pyarrow.parquet.write_table`` of the same file.
 
@@ -23,13 +25,11 @@ inflates less than wall time. Ends with one JSON line.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
 import io
 import json
 import os
 import pstats
-import resource
 import shutil
 import statistics
 import subprocess
@@ -39,6 +39,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from _shared import fresh_state, peak_rss_mb, stage_peak_mb
 
 DEFAULT_ROWS = 1_000_000
 TARGET_RATIO = 0.5  # our throughput at least half the bare read-and-write limit
@@ -79,33 +81,6 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-_STATUS = Path("/proc/self/status")
-_CLEAR_REFS = Path("/proc/self/clear_refs")
-
-
-def _peak_rss_mb() -> float:
-    """This process's resident-set high-water mark, in MiB.
-
-    Linux: ``VmHWM``, which belongs to this program's address space. ``ru_maxrss`` is
-    only the fallback: Linux carries it over ``exec`` from the forking parent, so a
-    child of a big parent would report at least the parent's size.
-    """
-    if _STATUS.is_file():
-        for line in _STATUS.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
-
-
-def _stage_peak_mb() -> float:
-    """The high-water mark since the last call; resets it where Linux allows (else cumulative)."""
-    peak = _peak_rss_mb()
-    with contextlib.suppress(OSError):
-        _CLEAR_REFS.write_text("5")
-    return peak
-
-
 # -- child processes ------------------------------------------------------------------
 
 
@@ -115,7 +90,7 @@ def _bare(csv: Path, state: Path) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
     state.mkdir(parents=True, exist_ok=True)
-    rss_before = _stage_peak_mb()
+    rss_before = stage_peak_mb()
     cpu = time.process_time()
     started = time.perf_counter()
     table = pacsv.read_csv(csv)
@@ -128,7 +103,7 @@ def _bare(csv: Path, state: Path) -> dict[str, Any]:
         "stages": {"read_csv": read_s, "write_parquet": seconds - read_s},
         "rows": table.num_rows,
         "rss_before_mb": rss_before,
-        "stage_peak_rss_mb": {"before": rss_before, "read_write": _stage_peak_mb()},
+        "stage_peak_rss_mb": {"before": rss_before, "read_write": stage_peak_mb()},
     }
 
 
@@ -155,22 +130,14 @@ def _ours(
 ) -> dict[str, Any]:
     """The assets' path, stage by stage, on a fresh state folder."""
     from mlplatform.core.batches import parse_time
-    from mlplatform.core.features import build_feature_table
+    from mlplatform.core.features import checked_feature_table
     from mlplatform.defs.common import DATASET
     from mlplatform.defs.features import observation_columns
-    from mlplatform.resources.feature_store import FeatureStore
     from mlplatform.resources.files import write_parquet_atomic
     from mlplatform.resources.ingestion import DEFAULT_CHUNK_ROWS, discover, ingest_batch
-    from mlplatform.resources.landing import LandingArea
 
     gx_import_s, warmup_s = _warm_up()
-    landing = LandingArea(
-        landing_dir=str(state / "landing"),
-        archive_dir=str(state / "archive"),
-        rejected_dir=str(state / "rejected"),
-    )
-    store = FeatureStore(root=str(state / "feature_store"))
-    (state / "landing").mkdir(parents=True)
+    landing, store = fresh_state(state)
     dropped = state / "landing" / csv.name
     try:  # the same bytes without a copy; landing moves the file to its archive
         os.link(csv, dropped)
@@ -178,7 +145,7 @@ def _ours(
         shutil.copyfile(csv, dropped)
 
     chunk_rows = chunk_rows or DEFAULT_CHUNK_ROWS
-    peaks = {"imports_and_warmup": _stage_peak_mb()}
+    peaks = {"imports_and_warmup": stage_peak_mb()}
     if profiler is not None:
         profiler.enable()
     cpu = time.process_time()
@@ -186,14 +153,14 @@ def _ours(
     started = time.perf_counter()
     found = discover([landing], store)
     hash_plan_s = time.perf_counter() - started
-    peaks["hash_plan"] = _stage_peak_mb()
+    peaks["hash_plan"] = stage_peak_mb()
     if len(found.new) != 1:
         raise RuntimeError(f"expected one new batch, discovered {found}")
 
     started = time.perf_counter()
     report = ingest_batch(found.new[0], landing, store, DATASET, chunk_rows=chunk_rows)
     ingest_s = time.perf_counter() - started
-    peaks["read_type_validate_store"] = _stage_peak_mb()
+    peaks["read_type_validate_store"] = stage_peak_mb()
 
     started = time.perf_counter()
     # as the feature_table asset: the store as of now, the columns the table is built from
@@ -201,14 +168,17 @@ def _ours(
         DATASET, parse_time(datetime.now(UTC)), columns=observation_columns(DATASET)
     )
     read = time.perf_counter()
-    table = build_feature_table(observations, DATASET)
+    checked = checked_feature_table(observations, DATASET, as_of="benchmark")
+    if not checked.check.success:
+        raise RuntimeError(f"the feature table failed its check: {checked.check.as_metadata()}")
+    table = checked.table
     built = time.perf_counter()
     write_parquet_atomic(table, Path(store.root) / FEATURE_TABLE)
     written = time.perf_counter()
     cpu_seconds = time.process_time() - cpu
     if profiler is not None:
         profiler.disable()
-    peaks["feature_table"] = _stage_peak_mb()
+    peaks["feature_table"] = stage_peak_mb()
 
     m = report.manifest
     return {
@@ -219,7 +189,7 @@ def _ours(
             "read_type_validate_store": ingest_s,
             "feature_table": written - started,
             "feature_table_as_of": read - started,
-            "feature_table_build": built - read,
+            "feature_table_build_digest_check": built - read,
             "feature_table_write": written - built,
         },
         "rows_landed": m.rows_landed,
@@ -247,7 +217,7 @@ def _child(args: argparse.Namespace) -> int:
     else:
         out = _ours(args.csv, args.state, args.chunk_rows)
     # stage peaks were reset as they were read: the process's peak is the largest of them
-    out["peak_rss_mb"] = max(_peak_rss_mb(), *out["stage_peak_rss_mb"].values())
+    out["peak_rss_mb"] = max(peak_rss_mb(), *out["stage_peak_rss_mb"].values())
     args.result.write_text(json.dumps(out))
     return 0
 

@@ -26,11 +26,9 @@ whatever the table's size). Ends with one JSON line.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -38,6 +36,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from _shared import fresh_state, peak_rss_mb, stage_peak_mb
 
 DEFAULT_ROWS = 10_000_000
 DEFAULT_BASE_ROWS = 100_000
@@ -49,9 +49,6 @@ TARGET_RATIO = 1.0
 DATA_SEED = 7
 TABLE_NAME = "feature_table.parquet"
 _CHILD_KINDS = ("ours", "bare", "whole")
-
-_STATUS = Path("/proc/self/status")
-_CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -85,24 +82,6 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _peak_rss_mb() -> float:
-    """This process's resident-set high-water mark, in MiB (``VmHWM`` on Linux)."""
-    if _STATUS.is_file():
-        for line in _STATUS.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
-
-
-def _stage_peak_mb() -> float:
-    """The high-water mark since the last call; resets it where Linux allows."""
-    peak = _peak_rss_mb()
-    with contextlib.suppress(OSError):
-        _CLEAR_REFS.write_text("5")
-    return peak
-
-
 # -- the table ------------------------------------------------------------------------
 
 
@@ -113,18 +92,10 @@ def _base_table(rows: int, work: Path) -> Any:
     from mlplatform.core.generator import generate_ai4i
     from mlplatform.defs.common import DATASET
     from mlplatform.defs.features import observation_columns
-    from mlplatform.resources.feature_store import FeatureStore
     from mlplatform.resources.ingestion import discover, ingest_batch
-    from mlplatform.resources.landing import LandingArea
 
     state = work / "base"
-    landing = LandingArea(
-        landing_dir=str(state / "landing"),
-        archive_dir=str(state / "archive"),
-        rejected_dir=str(state / "rejected"),
-    )
-    store = FeatureStore(root=str(state / "feature_store"))
-    (state / "landing").mkdir(parents=True)
+    landing, store = fresh_state(state)
     generate_ai4i(rows, seed=DATA_SEED).to_csv(state / "landing" / "base.csv", index=False)
     found = discover([landing], store)
     ingest_batch(found.new[0], landing, store, DATASET)
@@ -188,7 +159,7 @@ def _bare(table: Path, columns: list[str]) -> dict[str, Any]:
     import pandas  # noqa: F401  (imported before the baseline, as the other children do)
     import pyarrow.parquet as pq
 
-    before = _stage_peak_mb()
+    before = stage_peak_mb()
     started = time.perf_counter()
     frame = pq.read_table(table, columns=columns).to_pandas()
     seconds = time.perf_counter() - started
@@ -202,7 +173,7 @@ def _whole(table: Path) -> dict[str, Any]:
     from mlplatform.core.split import stratified_split
     from mlplatform.defs.common import DATASET
 
-    before = _stage_peak_mb()
+    before = stage_peak_mb()
     started = time.perf_counter()
     frame = pd.read_parquet(table)
     split, _ = stratified_split(frame, DATASET.target, test_size=0.3, seed=42)
@@ -230,7 +201,7 @@ def _ours(table: Path, work: Path, max_rows: int | None) -> dict[str, Any]:
     }
     config = {} if max_rows is None else {"max_rows": max_rows}
     instance = dg.DagsterInstance.ephemeral()
-    before = _stage_peak_mb()
+    before = stage_peak_mb()
     started = time.perf_counter()
     result = dg.materialize(
         [feature_table, train_test_split],
@@ -240,7 +211,7 @@ def _ours(table: Path, work: Path, max_rows: int | None) -> dict[str, Any]:
         instance=instance,
     )
     split_s = time.perf_counter() - started
-    split_peak = _stage_peak_mb()
+    split_peak = stage_peak_mb()
     [event] = result.asset_materializations_for_node("train_test_split")
     metadata = {k: v.value for k, v in event.metadata.items()}
 
@@ -251,7 +222,7 @@ def _ours(table: Path, work: Path, max_rows: int | None) -> dict[str, Any]:
     split = pd.read_parquet(stored)
     train = split[split[SPLIT_COLUMN] == "train"]
     read_s = time.perf_counter() - started
-    read_peak = _stage_peak_mb()
+    read_peak = stage_peak_mb()
     if list(split.columns) != [*training_columns(DATASET), SPLIT_COLUMN]:
         raise RuntimeError(f"train_test_split has columns {list(split.columns)}")
     if split[DATASET.entity_id].duplicated().any():
@@ -276,7 +247,7 @@ def _child(args: argparse.Namespace) -> int:
         out = _whole(args.table)
     else:
         out = _ours(args.table, args.work, args.max_rows)
-    out["peak_rss_mb"] = max([_peak_rss_mb(), *out.get("stage_peak_rss_mb", {}).values()])
+    out["peak_rss_mb"] = max([peak_rss_mb(), *out.get("stage_peak_rss_mb", {}).values()])
     args.result.write_text(json.dumps(out))
     return 0
 

@@ -6,14 +6,25 @@ declared schema, not by a hand-kept list.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from mlplatform.core.schema import DatasetSpec
+from mlplatform.core.digest import frame_digest
+from mlplatform.core.expectations import ValidationSummary, table_expectations, validate
+from mlplatform.core.schema import DatasetSpec, Role
 
-__all__ = ["AS_OF_ATTR", "DIGEST_ATTR", "LINEAGE", "build_feature_table", "model_inputs"]
+__all__ = [
+    "AS_OF_ATTR",
+    "DIGEST_ATTR",
+    "LINEAGE",
+    "CheckedTable",
+    "build_feature_table",
+    "checked_feature_table",
+    "model_inputs",
+]
 
 # ``DataFrame.attrs`` keys a feature table (and the split made from it) carries along.
 AS_OF_ATTR = "feature_as_of"
@@ -61,6 +72,37 @@ def build_feature_table(observations: pd.DataFrame, spec: DatasetSpec) -> pd.Dat
         columns[c] = observations[c].array
     ordered = [spec.entity_id, *spec.model_features, spec.target, *lineage]
     return pd.DataFrame({c: columns[c] for c in ordered}, copy=False)
+
+
+@dataclass(frozen=True)
+class CheckedTable:
+    """A feature table, its digest and the Great Expectations result of its blocking check."""
+
+    table: pd.DataFrame
+    digest: str
+    check: ValidationSummary
+
+
+def checked_feature_table(
+    observations: pd.DataFrame, spec: DatasetSpec, *, as_of: str
+) -> CheckedTable:
+    """What the ``feature_table`` asset computes: the table, its digest and its check.
+
+    The table (:func:`build_feature_table`) carries ``as_of`` and the digest in its
+    ``attrs``; the check is the schema's table suite (columns, storage types,
+    ranges, sets, unique entity ids) run by Great Expectations on every row.
+    """
+    table = build_feature_table(observations, spec)
+    digest = frame_digest(table)
+    table.attrs = {AS_OF_ATTR: as_of, DIGEST_ATTR: digest}
+    declared = [c for c in table.columns if c in {x.name for x in spec.columns}]
+    must_have = [spec.entity_id, *spec.names(Role.FEATURE), spec.target]
+    check = validate(
+        table[declared],
+        table_expectations(spec, declared, required=must_have),
+        name=f"{spec.name}-features",
+    )
+    return CheckedTable(table, digest, check)
 
 
 def model_inputs(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:

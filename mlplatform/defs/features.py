@@ -12,9 +12,7 @@ from mlplatform.core import expectations as core_expectations
 from mlplatform.core import features as core_features
 from mlplatform.core import schema as core_schema
 from mlplatform.core.batches import parse_time
-from mlplatform.core.digest import frame_digest
-from mlplatform.core.expectations import table_expectations, validate
-from mlplatform.core.features import AS_OF_ATTR, DIGEST_ATTR, LINEAGE, build_feature_table
+from mlplatform.core.features import LINEAGE, checked_feature_table
 from mlplatform.core.schema import DatasetSpec, Role
 from mlplatform.defs.common import DATASET, FEATURES, OWNER, code_version, preview_md
 from mlplatform.defs.ingestion import raw_observations
@@ -88,20 +86,12 @@ def feature_table(
             description=f"the feature store has no rows as of {as_of.isoformat()}: drop CSV or "
             "Parquet files into the landing folder (or add SQL rows) and ingest them"
         )
-    table = build_feature_table(observations, DATASET)
-    digest = frame_digest(table)
-    table.attrs = {AS_OF_ATTR: as_of.isoformat(), DIGEST_ATTR: digest}
+    checked = checked_feature_table(observations, DATASET, as_of=as_of.isoformat())
+    table, digest, check = checked.table, checked.digest, checked.check
     batches = feature_store.latest(as_of)
     context.log.info(
         f"feature table as of {as_of.isoformat()}: {len(table):,} rows from "
         f"{len(batches)} batches, digest {digest[:12]}"
-    )
-    declared = [c for c in table.columns if c in {x.name for x in DATASET.columns}]
-    must_have = [DATASET.entity_id, *DATASET.names(Role.FEATURE), DATASET.target]
-    check = validate(
-        table[declared],
-        table_expectations(DATASET, declared, required=must_have),
-        name=f"{DATASET.name}-features",
     )
     yield dg.AssetCheckResult(
         check_name=FEATURE_TABLE_CHECK,
