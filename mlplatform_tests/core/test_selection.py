@@ -405,6 +405,7 @@ def test_search_rejects_too_few_folds_or_positives(
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_real_file_default_search_reaches_the_targets() -> None:
     raw = read_real_ai4i_as_text()
     table = build_feature_table(type_and_validate(raw, AI4I, "ai4i2020.csv").valid, AI4I)

@@ -22,7 +22,7 @@ from mlplatform.core.schema import AI4I
 from mlplatform.core.split import SPLIT_COLUMN, stratified_split
 from mlplatform.defs.evaluation import GateConfig
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 SEEDS = range(20)
 RAW_ONLY = dataclasses.replace(AI4I, derived=())
