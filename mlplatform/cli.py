@@ -19,6 +19,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from mlplatform.resources.mlflow_registry import MlflowRegistry
     from mlplatform.resources.predictions import PredictionStore
 
-__all__ = ["main"]
+__all__ = ["main", "training_lock"]
 
 EXIT_OK = 0
 EXIT_RUN_FAILED = 1
@@ -43,6 +44,8 @@ EXIT_GATE_FAILED = 3
 EXIT_INPUT_REJECTED = 4
 
 DEFAULT_SAMPLE_ROWS = 10_000
+TRAINING_LOCK = "training.lock"
+GENERATE_LOCK = "generate.lock"
 
 
 class CliError(Exception):
@@ -97,8 +100,68 @@ def _instance(paths: StatePaths) -> Any:
         return dg.DagsterInstance.get()
 
 
+def training_lock(paths: StatePaths, *, poll_seconds: float = 0.2) -> AbstractContextManager[None]:
+    """Hold the state folder's training lock: one training run at a time.
+
+    Concurrent training runs on one state folder would share the IO manager's files
+    (``assets/``): one run's step could load the value another run's upstream step
+    wrote. The daemon runs one training run at a time (``dagster.yaml``'s tag
+    concurrency on ``mlplatform/kind=training``); this mirrors it for the command: an
+    exclusive ``flock`` on ``DAGSTER_HOME/training.lock``, which holds the holder's pid.
+    A second command says which process it waits for and proceeds when that one is
+    done (the kernel releases the lock when its holder exits, even by SIGKILL).
+    """
+    return _turn_lock(paths.dagster_home / TRAINING_LOCK, "training run", poll_seconds)
+
+
+@contextmanager
+def _turn_lock(path: Path, what: str, poll_seconds: float = 0.2) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path``, which holds the holder's pid; a waiter says whom
+    it waits for, and goes on once the holder is done (or killed: the kernel releases it)."""
+    import fcntl
+
+    with open(path, "a+") as lock:  # never truncated before it is held
+        waited_since = None
+        announced = None
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                lock.seek(0)
+                holder = lock.read().strip() or "unknown"
+                if holder != announced:
+                    print(
+                        f"waiting for another {what} (pid {holder}) to finish ({path})",
+                        flush=True,
+                    )
+                    announced = holder
+                    waited_since = waited_since or time.monotonic()
+                time.sleep(poll_seconds)
+        if waited_since is not None:
+            print(
+                f"the other {what} finished after {time.monotonic() - waited_since:.1f} s "
+                "of waiting: going on",
+                flush=True,
+            )
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+        yield  # the lock is released when the file closes
+
+
 def _generate(paths: StatePaths, rows: int, seed: int | None) -> list[str]:
-    """Generate ``rows`` sample rows: most as a landed CSV file, a fifth into the SQL table."""
+    """Generate ``rows`` sample rows: most as a landed CSV file, a fifth into the SQL table.
+
+    Two commands generating at once take turns (an exclusive ``flock`` on
+    ``DAGSTER_HOME/generate.lock``), so each one's entity ids start after the other's.
+    """
+    with _turn_lock(paths.dagster_home / GENERATE_LOCK, "sample generation"):
+        return _generate_unlocked(paths, rows, seed)
+
+
+def _generate_unlocked(paths: StatePaths, rows: int, seed: int | None) -> list[str]:
     import pandas as pd
 
     from mlplatform.core.generator import generate_ai4i
@@ -148,10 +211,16 @@ def _generate(paths: StatePaths, rows: int, seed: int | None) -> list[str]:
     return written
 
 
-def _ingest(paths: StatePaths, defs: Any, instance: Any) -> tuple[list[str], list[str]]:
-    """Plan every new batch and ingest each in its own run: (ingested keys, rejections)."""
+def _ingest(paths: StatePaths, defs: Any, instance: Any) -> tuple[list[str], list[str], list[str]]:
+    """Plan every new batch and ingest each in its own run: (ingested keys, rejected, failed).
+
+    Rejected inputs were moved to ``rejected/`` with their reason. Failed batches were
+    not stored, yet their data still waits (a write of ours failed: a full disk, a
+    folder we may not write; or the source was unavailable): the next run retries them.
+    """
     from mlplatform.defs.ingestion import register_new_batches
     from mlplatform.defs.jobs import INGEST
+    from mlplatform.resources.landing import LANDING_SOURCE
 
     resources_ = _resources(paths)
     found = register_new_batches(instance, resources_["sources"], resources_["feature_store"])
@@ -164,6 +233,7 @@ def _ingest(paths: StatePaths, defs: Any, instance: Any) -> tuple[list[str], lis
     for plan in found.retry:
         print(f"retrying {plan.label} ({plan.key}): planned earlier, never stored")
     rejected = []
+    failed = [f"source {e}" for e in found.errors]
     ingested = []
     runs = _run_partitions(defs, instance, INGEST, [p.key for p in found.to_ingest])
     for plan, result in zip(found.to_ingest, runs, strict=True):
@@ -175,20 +245,47 @@ def _ingest(paths: StatePaths, defs: Any, instance: Any) -> tuple[list[str], lis
                 f"{meta.get('rows_stored', '?'):,} stored, "
                 f"{meta.get('rows_quarantined', '?'):,} quarantined"
             )
-        else:
-            reason = next(
-                (
-                    e.step_failure_data.user_failure_data.description
-                    if e.step_failure_data.user_failure_data
-                    else e.step_failure_data.error.message
-                    for e in result.all_events
-                    if e.is_step_failure and e.step_failure_data is not None
-                ),
-                "see the run's logs",
-            )
+            continue
+        reason, input_rejected = _step_failure(result)
+        if input_rejected:
             print(f"REJECTED {plan.label} ({plan.key}): {reason}")
             rejected.append(f"{plan.label}: {reason}")
-    return ingested, rejected + [f"source {e}" for e in found.errors]
+            continue
+        waits = (
+            "the file stays in landing and will be retried"
+            if plan.source == LANDING_SOURCE
+            else f"its rows stay in source {plan.source!r} and will be retried"
+        )
+        print(f"FAILED {plan.label} ({plan.key}): {reason}; {waits}")
+        failed.append(f"{plan.label}: {reason}")
+    return ingested, rejected, failed
+
+
+_DAGSTER_WRAPPERS = {"DagsterExecutionStepExecutionError", "RetryRequestedFromPolicy"}
+
+
+def _step_failure(result: Any) -> tuple[str, bool]:
+    """A failed run's first step failure: (message, whether it rejected its input).
+
+    Only the ingestion asset's rejection (a ``dg.Failure`` with the file and reason
+    as metadata) moved the input to ``rejected/``. Any other error (an ``OSError``
+    of a write of ours) left the input where it was; its message is the error raised
+    in the step (naming the path), not Dagster's wrapper of it.
+    """
+    for event in result.all_events:
+        data = event.step_failure_data if event.is_step_failure else None
+        if data is None:
+            continue
+        if data.user_failure_data is not None:
+            metadata = data.user_failure_data.metadata or {}
+            described = data.user_failure_data.description or "see the run's logs"
+            return described, {"file", "reason"} <= set(metadata)
+        error = data.error
+        # the error the step raised, not Dagster's wrappers of it (its retry policy's too)
+        while error.cause is not None and error.cls_name in _DAGSTER_WRAPPERS:
+            error = error.cause
+        return error.message.strip(), False
+    return "see the run's logs", False
 
 
 def _run_partitions(defs: Any, instance: Any, job_name: str, keys: list[str]) -> Iterator[Any]:
@@ -306,13 +403,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     job = defs.resolve_job_def(TRAIN_AND_SCORE)
     started = time.perf_counter()
     with _instance(paths) as instance:
-        ingested, rejected = _ingest(paths, defs, instance)
-        result = job.execute_in_process(
-            instance=instance,
-            run_config=_run_config(args),
-            tags=_manual_tags(),
-            raise_on_error=False,
-        )
+        ingested, rejected, failed = _ingest(paths, defs, instance)
+        with training_lock(paths):
+            result = job.execute_in_process(
+                instance=instance,
+                run_config=_run_config(args),
+                tags=_manual_tags(),
+                raise_on_error=False,
+            )
         # new data is scored by whichever model is champion now (a failed gate leaves
         # the previous champion serving)
         scored = _score(defs, instance, ingested)
@@ -324,6 +422,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     code = _report(paths, result)
     if not scored and code == EXIT_OK:
         code = EXIT_RUN_FAILED
+    if failed:
+        print(
+            f"\n{len(failed)} batch(es) not stored (see FAILED / SOURCE UNAVAILABLE above): "
+            "their data waits where it was and the next run retries it; the model was "
+            "trained on what the store holds"
+        )
+        if code == EXIT_OK:
+            code = EXIT_RUN_FAILED
     if rejected and code == EXIT_OK:
         print(
             f"\n{len(rejected)} input(s) rejected (moved to {paths.rejected} with the reason); "
@@ -350,6 +456,9 @@ def _report(paths: StatePaths, result: Any) -> int:
         gate = result.output_for_node("gate_decision")
         print(f"  {gate.summary()}")
     gate_failed = gate is not None and not gate.passed
+    refusal = _materialization_metadata(result, "champion_model").get("not_promoted")
+    if refusal:
+        print(f"  {refusal}")
     check_failed = False
     for event in result.all_events:
         if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
@@ -758,7 +867,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     defs = build_definitions(paths)
     with _instance(paths) as instance:
-        _, rejected = _ingest(paths, defs, instance)
+        _, rejected, failed = _ingest(paths, defs, instance)
+    return _ingest_exit_code(rejected, failed)
+
+
+def _ingest_exit_code(rejected: list[str], failed: list[str]) -> int:
+    """``mlplatform ingest``'s exit code: 1 when a batch could not be stored, 4 when an
+    input was rejected, else 0."""
+    if failed:
+        return EXIT_RUN_FAILED
     return EXIT_INPUT_REJECTED if rejected else EXIT_OK
 
 

@@ -18,8 +18,10 @@
 ``race STATE --ledger-url URL --rounds N --me I --barrier DIR --out FILE``
     Each round: wait for the other racer, register a new version (a run with a dataset
     digest and a passed gate tag; no model files: the race is about numbering, the
-    alias and the ledger), wait again, and promote it through
-    :func:`~mlplatform.resources.ledger.move_champion`. One JSON line per round.
+    alias and the ledger), read the champion as its gate would have compared with it,
+    wait again, and promote it through
+    :func:`~mlplatform.resources.ledger.move_champion` against that champion. One JSON
+    line per round.
 
 ``faults STATE --batch KEY --new-batch KEY --out FILE [--file-size-limit BYTES]``
     Three writes whose folder fails: ingest the planned batch ``--new-batch`` into the
@@ -170,7 +172,12 @@ def race(args: argparse.Namespace) -> int:
     """Register and promote in lockstep with another racer; one JSON line per round."""
     from mlplatform.defs.resources import build_resources
     from mlplatform.paths import StatePaths
-    from mlplatform.resources.ledger import ChampionChangeError, PromotionLedger, move_champion
+    from mlplatform.resources.ledger import (
+        ChampionChangeError,
+        GateChampion,
+        PromotionLedger,
+        move_champion,
+    )
 
     registry = build_resources(StatePaths(Path(args.state)))["mlflow_registry"]
     ledger = PromotionLedger(url=args.ledger_url)
@@ -182,8 +189,16 @@ def race(args: argparse.Namespace) -> int:
         for round_ in range(args.rounds):
             _wait_for_all(barrier, f"register-{round_}", args.me, 2)
             version = register_version(registry, experiment_id)
+            # the champion this version's gate compares it with (both racers see the same)
+            seen = registry.champion()
+            gate = GateChampion(seen.version if seen else None)
             _wait_for_all(barrier, f"promote-{round_}", args.me, 2)
-            outcome: dict[str, Any] = {"round": round_, "racer": args.me, "version": version}
+            outcome: dict[str, Any] = {
+                "round": round_,
+                "racer": args.me,
+                "version": version,
+                "gate_champion": gate.version,
+            }
             try:
                 entry = move_champion(
                     registry,
@@ -193,6 +208,7 @@ def race(args: argparse.Namespace) -> int:
                     reason=f"gate PASSED (racer {args.me}, round {round_})",
                     gate_passed=True,
                     dagster_run_id=f"racer-{args.me}-round-{round_}",
+                    gate_champion=gate,
                 )
                 outcome["entry"] = None if entry is None else entry.id
             except ChampionChangeError as exc:

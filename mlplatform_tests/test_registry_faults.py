@@ -39,20 +39,32 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from mlplatform.cli import training_lock
 from mlplatform.core.digest import frame_digest
 from mlplatform.core.features import model_inputs
 from mlplatform.core.ledger import LedgerEntry, ledger_champion, rollback_target
 from mlplatform.core.serving import TrainingReference, pipeline_threshold
 from mlplatform.core.split import SPLIT_COLUMN
 from mlplatform.defs.common import DATASET
-from mlplatform.defs.registry import GATE_PASSED_TAG, TRAINING_REFERENCE_DOC
+from mlplatform.defs.registry import (
+    GATE_DECISION_TAG,
+    GATE_PASSED_TAG,
+    TRAINING_REFERENCE_DOC,
+    ChampionState,
+)
 from mlplatform.defs.resources import build_resources
 from mlplatform.paths import StatePaths
 from mlplatform.resources.batch_scoring import score_dataset
 from mlplatform.resources.files import TMP_PREFIX
 from mlplatform.resources.ingestion import discover, ingest_batch
 from mlplatform.resources.ledger import ChampionChangeError, PromotionLedger, move_champion
-from mlplatform.resources.mlflow_registry import MlflowRegistry, ModelVersionRef
+from mlplatform.resources.mlflow_registry import (
+    RUN_HOST_TAG,
+    RUN_PID_TAG,
+    MlflowRegistry,
+    ModelVersionRef,
+    process_tags,
+)
 from mlplatform_tests.defs.helpers import (
     ASSETS,
     INGESTION_ASSET,
@@ -77,6 +89,7 @@ UP_TO_GATE = [
     "gate_decision",
 ]
 REGISTER_AND_PROMOTE = ["registered_model", "champion_model"]
+EVALUATE = ["model_evaluation", "gate_decision"]
 # the fastest candidate, a gate it passes, and an evaluation without the costly extras:
 # what is under test is what happens around the registry
 FAST = {
@@ -134,15 +147,33 @@ def _copy_state(trained: StatePaths, root: Path) -> StatePaths:
 
 
 def _register_and_promote(
-    resources: dict[str, Any], ledger: PromotionLedger | None = None
+    resources: dict[str, Any], ledger: PromotionLedger | None = None, *, evaluate: bool = False
 ) -> dg.ExecuteInProcessResult:
-    """The training job's last two steps, in this process."""
+    """The training job's last two steps, in this process; with ``evaluate``, the evaluation
+    and the gate first, so that the gate compares the candidate with the current champion
+    (as the next training run would: a promotion needs a gate that saw the champion it
+    replaces)."""
+    selection = [*(EVALUATE if evaluate else []), *REGISTER_AND_PROMOTE]
     return dg.materialize(
         ASSETS,
-        selection=REGISTER_AND_PROMOTE,
+        selection=selection,
         resources={**resources, **({"ledger": ledger} if ledger else {})},
+        run_config=_fast(selection),
         raise_on_error=False,
     )
+
+
+def _fast(selection: list[str]) -> dict[str, Any]:
+    """``FAST``'s config of the selected steps only."""
+    return {"ops": {k: v for k, v in FAST["ops"].items() if k in selection}}
+
+
+def _evaluate(resources: dict[str, Any]) -> None:
+    """Evaluate the stored candidate and decide its gate again, against the current champion."""
+    result = dg.materialize(
+        ASSETS, selection=EVALUATE, resources=resources, run_config=_fast(EVALUATE)
+    )
+    assert result.success
 
 
 def _test_rows(state: StatePaths) -> pd.DataFrame:
@@ -248,9 +279,15 @@ def _kill_at(state: StatePaths, phase: str, marker: Path) -> dict[str, Any]:
     return facts
 
 
+def _run_status(registry: MlflowRegistry, run_id: str) -> str:
+    return str(registry._client().get_run(run_id).info.status)
+
+
 def test_sigkill_while_logging_registering_and_moving_the_alias(
     trained: StatePaths, tmp_path: Path
 ) -> None:
+    from mlflow.entities import LoggedModelStatus
+
     state = _copy_state(trained, tmp_path / "state")
     resources = build_resources(state)
     registry: MlflowRegistry = resources["mlflow_registry"]
@@ -258,6 +295,8 @@ def test_sigkill_while_logging_registering_and_moving_the_alias(
     rows = _test_rows(state)
     assert _register_and_promote(resources).success
     assert (_versions(registry), _alias(registry)) == (["1"], "1")
+    client = registry._client()
+    experiment = registry._experiment_id(client)
 
     # (a) killed half-way through copying the model file into the artifact store
     copying = _kill_at(state, "artifact_copy", tmp_path / "artifact_copy.json")
@@ -265,19 +304,31 @@ def test_sigkill_while_logging_registering_and_moving_the_alias(
     assert partial.stat().st_size == copying["written"] < copying["size"]
     # the half-written model exists on disk, but the registry never points at it: it was
     # not registered, and its logged model was never marked READY
-    from mlflow.entities import LoggedModelStatus
-
     assert _versions(registry) == ["1"]
-    client = registry._client()
     [stalled] = [
         m
-        for m in client.search_logged_models([registry._experiment_id(client)])
+        for m in client.search_logged_models([experiment])
         if partial.is_relative_to(Path(m.artifact_location.removeprefix("file://")))
     ]
     assert stalled.status == LoggedModelStatus.PENDING
     assert _alias(registry) == "1"
     _champion_predicts(registry, rows)
     assert ledger.pending(registry.model_name) == []
+    # MLflow leaves the killed process's run RUNNING; it is stamped with that process
+    assert stalled.source_run_id is not None
+    orphan = client.get_run(stalled.source_run_id)
+    assert orphan.info.status == "RUNNING"
+    assert orphan.data.tags[RUN_PID_TAG] == str(copying["pid"])
+
+    # RUNNING runs that are not provably orphaned: this (live) process's, one of another
+    # host (with the dead child's pid), and one without a stamp
+    live = client.create_run(experiment, tags=process_tags()).info.run_id
+    foreign_tags = {**orphan.data.tags, RUN_HOST_TAG: "another-host"}
+    foreign = client.create_run(
+        experiment, tags={k: v for k, v in foreign_tags.items() if k.startswith("mlplatform.")}
+    ).info.run_id
+    unstamped = client.create_run(experiment).info.run_id
+    left_alone = [live, foreign, unstamped]
 
     # (b) killed right after create_model_version: a complete version 2, without its gate
     # tags, never promoted
@@ -288,19 +339,31 @@ def test_sigkill_while_logging_registering_and_moving_the_alias(
     assert _alias(registry) == "1"
     _champion_predicts(registry, rows)
     assert [e.to_version for e in ledger.entries(registry.model_name)] == ["1"]
+    # that run began by cleaning (a)'s leftovers: its run and its logged model FAILED;
+    # the runs of a live process, of another host and without a stamp are untouched
+    assert _run_status(registry, orphan.info.run_id) == "FAILED"
+    assert client.get_logged_model(stalled.model_id).status == LoggedModelStatus.FAILED
+    assert [_run_status(registry, r) for r in left_alone] == ["RUNNING"] * 3
+    killed_b = registry.get_version("2").run_id
+    assert _run_status(registry, killed_b) == "RUNNING"
 
-    # (c) killed right after the alias moved to version 3, before the ledger settled
+    # (c) killed right after the alias moved to version 3, before the ledger settled; its
+    # gate compared the candidate with the champion, version 1 (a gate that saw no
+    # champion would not promote over one)
+    _evaluate(resources)
     moved = _kill_at(state, "alias_moved", tmp_path / "alias_moved.json")
     assert moved["version"] == "3"
     assert _alias(registry) == "3"
     _champion_predicts(registry, rows)  # the alias points at a complete model
     [pending] = ledger.pending(registry.model_name)
     assert (pending.from_version, pending.to_version) == ("1", "3")
+    assert _run_status(registry, killed_b) == "FAILED"  # (b)'s leftover, cleaned by (c)
+    assert [_run_status(registry, r) for r in left_alone] == ["RUNNING"] * 3
 
     # the next run settles the interrupted change and completes the work (a ledger that
     # treats nothing as still in flight: the killed process is gone)
     settling = PromotionLedger(url=ledger.url, in_flight_seconds=0)
-    assert _register_and_promote(resources, settling).success
+    assert _register_and_promote(resources, settling, evaluate=True).success
     assert _assert_versions_numbered(registry) == ["1", "2", "3", "4"]
     assert _chain(ledger.entries(registry.model_name)) == [
         (None, "1", "committed"),
@@ -311,6 +374,11 @@ def test_sigkill_while_logging_registering_and_moving_the_alias(
     _champion_predicts(registry, rows)
     for ref in registry.versions():  # every registered version is a complete model
         assert set(registry.load(ref).predict(rows)) <= {0, 1}
+    # no run of a killed process is RUNNING any more; the others still are
+    running = {
+        r.info.run_id for r in client.search_runs([experiment], "attributes.status = 'RUNNING'")
+    }
+    assert running == set(left_alone)
 
 
 # --- 2. two training runs at once ---------------------------------------------------------
@@ -318,9 +386,36 @@ def test_sigkill_while_logging_registering_and_moving_the_alias(
 _RUN_LINE = re.compile(r"^run (\S+) \(train_and_score\): (SUCCESS|FAILURE)", re.MULTILINE)
 
 
+def _step_window(instance: dg.DagsterInstance, run_id: str) -> tuple[float, float]:
+    """When a run's first step started and its last step ended (event-log timestamps)."""
+    starts, ends = [], []
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is None:
+            continue
+        if event.event_type == dg.DagsterEventType.STEP_START:
+            starts.append(entry.timestamp)
+        elif event.event_type in (
+            dg.DagsterEventType.STEP_SUCCESS,
+            dg.DagsterEventType.STEP_FAILURE,
+        ):
+            ends.append(entry.timestamp)
+    assert starts and ends, run_id
+    return min(starts), max(ends)
+
+
+def _waiting_for(pid: int) -> str:
+    return f"waiting for another training run (pid {pid}) to finish"
+
+
 def test_two_training_commands_at_once_leave_one_entry_per_alias_change(
     trained: StatePaths, tmp_path: Path
 ) -> None:
+    """Two ``mlplatform run`` started together, while a third training run (this process)
+    holds the state folder's training lock: both say they wait for it; once it is released
+    they train one after the other (their steps never overlap, so neither reads the
+    other's intermediate values), the second says it waits for the first, and the second's
+    gate compares its candidate with the first's champion."""
     state = _copy_state(trained, tmp_path / "state")
     argv = [str(BIN / "mlplatform"), "run", "--rows", "0", "--model", "logistic_regression"]
     argv += ["--min-recall", "0.2", "--min-precision", "0.2"]
@@ -328,30 +423,128 @@ def test_two_training_commands_at_once_leave_one_entry_per_alias_change(
     env.pop("DAGSTER_HOME", None)
     logs = [tmp_path / f"run-{i}.log" for i in range(2)]
     children = []
-    for log in logs:
-        with log.open("wb") as out:
-            children.append(
-                subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
-            )
+    with training_lock(state):
+        for log in logs:
+            with log.open("wb") as out:
+                children.append(
+                    subprocess.Popen(
+                        argv, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT
+                    )
+                )
+        deadline = time.monotonic() + 300
+        while not all(_waiting_for(os.getpid()) in log.read_text() for log in logs):
+            for child, log in zip(children, logs, strict=True):
+                assert child.poll() is None, f"exited {child.returncode}:\n{_tail(log)}"
+            assert time.monotonic() < deadline, "\n\n".join(_tail(log) for log in logs)
+            time.sleep(0.1)
     codes = _wait_all(children)
     outputs = [log.read_text(errors="replace") for log in logs]
     assert codes == [0, 0], "\n\n".join(o[-4000:] for o in outputs)
     run_ids = [_RUN_LINE.findall(o)[-1][0] for o in outputs]
 
+    instance = dg.DagsterInstance.from_config(str(state.dagster_home))
+    try:
+        windows = [_step_window(instance, run_id) for run_id in run_ids]
+    finally:
+        instance.dispose()
+    first, second = sorted(range(2), key=lambda i: windows[i][0])
+    assert windows[first][1] <= windows[second][0], windows
+    assert _waiting_for(children[first].pid) in outputs[second], outputs[second][-4000:]
+    assert _waiting_for(children[second].pid) not in outputs[first]
+
     resources = build_resources(state)
     registry: MlflowRegistry = resources["mlflow_registry"]
     ledger: PromotionLedger = resources["ledger"]
-    assert _assert_versions_numbered(registry, timed_in_order=False) == ["1", "2"]
+    assert _assert_versions_numbered(registry) == ["1", "2"]
     # each run registered one version and promoted it: both promotions recorded, once
     registered_by = {
         registry.version_tags(ref)["dagster_run_id"]: ref.version for ref in registry.versions()
     }
     assert sorted(registered_by) == sorted(run_ids)
     committed = _assert_ledger_agrees(registry, ledger)
-    assert sorted((e.dagster_run_id, e.to_version) for e in committed) == sorted(
-        registered_by.items()
+    assert [(e.dagster_run_id, e.to_version) for e in committed] == [
+        (run_ids[first], registered_by[run_ids[first]]),
+        (run_ids[second], registered_by[run_ids[second]]),
+    ]
+    assert len(ledger.entries(registry.model_name)) == 2
+    decision = json.loads(
+        registry.version_tags(registry.get_version(registered_by[run_ids[second]]))[
+            GATE_DECISION_TAG
+        ]
     )
-    assert len(ledger.entries(registry.model_name)) == len(committed) == 2
+    assert decision["champion_version"] == registered_by[run_ids[first]]
+
+
+def test_a_promotion_whose_champion_changed_since_its_gate_ran_is_refused(
+    trained: StatePaths, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gate compares a candidate with the champion of its time; a promotion finding
+    another champion is refused and recorded, before anything is written and (an exact
+    interleaving) inside the ledger's locked section; the step succeeds; the alias and the
+    chain of committed entries are untouched; the next run re-judges and promotes."""
+    state = _copy_state(trained, tmp_path / "state")
+    resources = build_resources(state)
+    registry: MlflowRegistry = resources["mlflow_registry"]
+    ledger: PromotionLedger = resources["ledger"]
+    assert _register_and_promote(resources).success  # version 1, by a gate that saw none
+
+    # (a) this gate ran before version 1 became champion: version 2 is registered, with its
+    # passed gate, and not promoted
+    result = _register_and_promote(resources)
+    assert result.success
+    outcome: ChampionState = result.output_for_node("champion_model")
+    assert (outcome.promoted, outcome.version) == (False, "1")
+    assert "version 2 of model" in str(outcome.not_promoted_reason)
+    assert "not promoted: the champion changed from no champion to v1 since the gate ran" in str(
+        outcome.not_promoted_reason
+    )
+    [materialized] = result.asset_materializations_for_node("champion_model")
+    assert materialized.metadata["not_promoted"].value == outcome.not_promoted_reason
+    assert registry.version_tags(registry.get_version("2"))[GATE_PASSED_TAG] == "true"
+    assert _chain(ledger.entries(registry.model_name)) == [(None, "1", "committed")]
+    assert _alias(registry) == "1"
+
+    # (b) the gate compared with version 1; another run promotes version 2 after this
+    # promotion checked the champion, just before it records its change
+    _evaluate(resources)
+    digest = MlflowRegistry.dataset_digest
+
+    def another_run_promotes_meanwhile(self: MlflowRegistry, ref: ModelVersionRef) -> str | None:
+        monkeypatch.setattr(MlflowRegistry, "dataset_digest", digest)
+        entry = move_champion(
+            registry,
+            ledger,
+            action="promote",
+            to_version="2",
+            reason="gate PASSED in another run",
+            gate_passed=True,
+            dagster_run_id="another-run",
+        )
+        assert entry is not None
+        return digest(self, ref)
+
+    monkeypatch.setattr(MlflowRegistry, "dataset_digest", another_run_promotes_meanwhile)
+    result = _register_and_promote(resources)
+    assert result.success
+    outcome = result.output_for_node("champion_model")
+    assert (outcome.promoted, outcome.version) == (False, "2")
+    assert "version 3 of model" in str(outcome.not_promoted_reason)
+    assert "the champion changed from v1 to v2 since the gate ran" in str(
+        outcome.not_promoted_reason
+    )
+    assert _chain(ledger.entries(registry.model_name)) == [
+        (None, "1", "committed"),
+        ("1", "2", "committed"),
+        ("1", "3", "aborted"),
+    ]
+    _assert_ledger_agrees(registry, ledger)
+
+    # the next run compares its candidate with version 2 and promotes it
+    assert _register_and_promote(resources, evaluate=True).success
+    assert _assert_versions_numbered(registry) == ["1", "2", "3", "4"]
+    committed = _assert_ledger_agrees(registry, ledger)
+    assert (committed[-1].from_version, committed[-1].to_version) == ("2", "4")
+    _champion_predicts(registry, _test_rows(state))
 
 
 def test_a_promotion_prepared_before_another_committed_is_refused(
@@ -445,14 +638,21 @@ def test_racing_promotions_keep_the_ledger_and_the_alias_in_agreement(
     committed = _assert_ledger_agrees(registry, ledger)
     # every promotion a racer was told about is one committed entry, and vice versa; every
     # refusal says why and changed nothing
-    promoted = {(o["version"], o["entry"]) for o in outcomes if "refused" not in o}
-    assert promoted == {(e.to_version, e.id) for e in committed}
+    promoted = [o for o in outcomes if "refused" not in o]
+    assert {(o["version"], o["entry"]) for o in promoted} == {
+        (e.to_version, e.id) for e in committed
+    }
     refused = [o for o in outcomes if "refused" in o]
     for outcome in refused:
-        assert "ChampionChangeError" in outcome["refused"], outcome
+        assert outcome["refused"].startswith(
+            ("ChampionChangeError: ", "ChampionMovedSinceGateError: ")
+        ), outcome
         assert outcome["version"] not in {e.to_version for e in committed}
-    # each round promoted at least one of its two versions
-    assert {o["round"] for o in outcomes if "refused" not in o} == set(range(RACE_ROUNDS))
+    # both racers of a round compared their versions with the same champion: exactly one
+    # of them promotes, and every committed change replaced the champion its gate saw
+    assert sorted(o["round"] for o in promoted) == list(range(RACE_ROUNDS))
+    gate_of = {o["version"]: o["gate_champion"] for o in outcomes}
+    assert [e.from_version for e in committed] == [gate_of[e.to_version] for e in committed]
 
 
 # --- 3. the disk refuses a write ------------------------------------------------------
@@ -516,19 +716,40 @@ def _run_faults(
     """The three writes in a child whose writes into ``refused`` fail: its report."""
     home = state.root.parent / f"home-{fault}"
     home.mkdir()
-    report, log = home / "report.json", home / "child.log"
     argv = [sys.executable, "-m", CHILD, "faults", str(state.root), "--batch", batch]
-    argv += ["--new-batch", new_batch, "--out", str(report)]
+    argv += ["--new-batch", new_batch, "--out", str(home / "report.json")]
+    return run_refused(argv, state, home, fault=fault, refused=refused)
+
+
+def run_refused(
+    argv: list[str],
+    state: StatePaths,
+    home: Path,
+    *,
+    fault: str,
+    refused: list[Path],
+    **env: str,
+) -> dict[str, Any]:
+    """Run ``argv`` so that its writes into ``refused`` fail; the JSON it left in
+    ``home/report.json``.
+
+    ``disk_full``: ``--file-size-limit`` is appended (the child lowers ``RLIMIT_FSIZE``
+    around its writes). ``permission_denied``: as root, the child runs as ``nobody``
+    (``home`` and the MLflow database are its, the state stays root's); as any other
+    user, ``refused`` is write-protected meanwhile.
+    """
+    report, log = home / "report.json", home / "child.log"
     account: dict[str, Any] = {}
     protected: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
     if fault == "disk_full":
-        argv += ["--file-size-limit", str(FILE_SIZE_LIMIT)]
+        argv = [*argv, "--file-size-limit", str(FILE_SIZE_LIMIT)]
     elif os.geteuid() == 0:  # root writes anywhere: the child runs as nobody instead
         # it keeps a writable MLflow database (its failed run is recorded there) and reads
         # what root wrote (atomic writes leave mkstemp's mode 0600); the folders under
         # test stay root's
         for path in (home, state.mlflow_dir, state.mlflow_dir / "mlflow.db"):
-            os.chown(path, NOBODY, NOBODY)
+            if path.exists():
+                os.chown(path, NOBODY, NOBODY)
         for path in state.root.rglob("*"):
             if path.is_file():
                 path.chmod(path.stat().st_mode | stat.S_IRGRP | stat.S_IROTH)
@@ -539,7 +760,7 @@ def _run_faults(
         done = subprocess.run(
             argv,
             cwd=REPO,
-            env=_child_env(HOME=str(home), TMPDIR=str(home)),
+            env=_child_env(HOME=str(home), TMPDIR=str(home), **env),
             stdout=out,
             stderr=subprocess.STDOUT,
             timeout=600,
@@ -658,5 +879,5 @@ def test_refused_writes_fail_naming_the_path_and_corrupt_nothing(
     ingest_batch(store.load_plan(plan.key), landing, store, DATASET)
     assert sorted(m.key for m in store.latest()) == sorted([batch, plan.key])
     _score(state, plan.key)
-    assert _register_and_promote(resources).success
+    assert _register_and_promote(resources, evaluate=True).success
     assert (_versions(registry), _alias(registry)) == (["1", "2"], "2")

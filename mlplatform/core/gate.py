@@ -65,11 +65,17 @@ class Criterion:
 
 @dataclass(frozen=True)
 class GateDecision:
-    """The gate's structured decision, with every criterion."""
+    """The gate's structured decision, with every criterion.
+
+    ``champion_version`` is the champion the candidate was compared with (None when
+    there was none: ``first_model``). A promotion acts on the decision only while that
+    version still is the champion: a challenger must have beaten the current one.
+    """
 
     passed: bool
     criteria: tuple[Criterion, ...]
     first_model: bool
+    champion_version: str | None = None
 
     def summary(self) -> str:
         """Human-readable verdict with each criterion."""
@@ -82,6 +88,7 @@ class GateDecision:
         return {
             "passed": self.passed,
             "first_model": self.first_model,
+            "champion_version": self.champion_version,
             "criteria": [asdict(c) for c in self.criteria],
         }
 
@@ -104,6 +111,7 @@ def decide(
     *,
     recall_interval: Interval | None = None,
     slices: Mapping[str, SliceReport] | None = None,
+    champion_version: str | None = None,
 ) -> GateDecision:
     """Decide whether a candidate passes the gate.
 
@@ -126,6 +134,10 @@ def decide(
         Per-slice reports (e.g. by product type): each slice with at least
         ``min_slice_positives`` positives must reach ``min_slice_recall``; smaller
         slices are reported and not judged.
+    champion_version : str, optional
+        The version whose ``champion_metrics`` these are: recorded in the decision
+        (and named in the ``recall_vs_champion`` criterion), so that a promotion can
+        refuse when the champion has changed since.
 
     Returns
     -------
@@ -174,9 +186,11 @@ def decide(
     if champion_metrics is not None:
         floor = float(champion_metrics["recall"]) - thresholds.max_recall_drop_vs_champion
         same_rows = candidate_same_rows if candidate_same_rows is not None else metrics
-        criteria.append(_at_least("recall_vs_champion", float(same_rows["recall"]), floor))
+        note = f"champion version {champion_version}" if champion_version is not None else ""
+        criteria.append(_at_least("recall_vs_champion", float(same_rows["recall"]), floor, note))
     return GateDecision(
         passed=all(c.passed for c in criteria),
         criteria=tuple(criteria),
         first_model=champion_metrics is None,
+        champion_version=champion_version if champion_metrics is not None else None,
     )

@@ -10,9 +10,10 @@ Pure functions the monitoring sensors and assets call:
 - :func:`decide_drift`: a drift verdict needs ``windows_needed`` consecutive drifted
   windows, and no retrain is requested during the cooldown after a retrain (so the
   sensor neither flaps nor storms);
-- :func:`parse_outcomes`, :func:`join_outcomes`, :func:`live_metrics`: true outcomes
-  joined on entity id with the champion's predictions, recall and precision per
-  twelve-hour window;
+- :class:`OutcomeParser` (:func:`parse_outcomes` for one frame), :func:`join_outcomes`,
+  :func:`live_metrics`: true outcomes, parsed chunk by chunk with every refused row
+  named, joined on entity id with the champion's predictions, recall and precision
+  per twelve-hour window;
 - :func:`decide_decay`: live recall below its floor, on a window with enough
   positives to judge, requests a retrain (once per window, outside the cooldown).
 """
@@ -27,18 +28,23 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
+from mlplatform.core.ingest import FileRejected, clip_texts
 from mlplatform.core.schema import DatasetSpec
 from mlplatform.core.serving import TrainingReference, feature_bin_counts, reference_shares
 
 __all__ = [
     "DRIFT_COLUMNS",
     "LIVE_METRIC_COLUMNS",
+    "MAX_REFUSED_KEPT",
     "OUTCOME_PROBLEM_COLUMNS",
     "WINDOW_HOURS",
     "DecayDecision",
     "DriftDecision",
     "DriftState",
+    "OutcomeParser",
+    "ParsedOutcomes",
     "decide_decay",
     "decide_drift",
     "feature_drift",
@@ -333,66 +339,274 @@ def window_start(stamps: pd.Series, hours: int = WINDOW_HOURS) -> pd.Series:
     return utc.dt.floor(f"{hours}h")
 
 
-def parse_outcomes(
-    frame: pd.DataFrame, spec: DatasetSpec, source_file: str
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """True outcomes from a labels file: (entity id, outcome) rows, and the rows refused.
+MAX_REFUSED_KEPT = 100_000
+"""Refused rows of one labels file stored with their reasons; more are only counted (the
+file itself is kept byte for byte, so nothing is lost). Bounds what a file of garbage
+costs: each kept entry's value is clipped to ``MAX_TEXT_CHARS`` characters."""
 
-    ``frame`` holds the entity id and the target, by their declared names or their
-    source headers (``UDI`` and ``Machine failure`` for AI4I); other columns are
-    ignored. A row whose id is not a whole number or whose outcome is not 0 or 1 is
-    refused with its row number (1 is the first data row), column and reason.
+_ALLOWED_TYPES = "whole numbers, numbers, text or true/false"
+
+
+@dataclass(frozen=True)
+class ParsedOutcomes:
+    """What a labels file holds: valid outcomes, refused rows, and the counts.
+
+    ``rows`` = ``len(valid)`` + ``rows_refused``: every data row is either an outcome
+    or refused (once, for its first problem); ``refused`` lists them by row number, at
+    most :data:`MAX_REFUSED_KEPT`.
+    """
+
+    valid: pd.DataFrame
+    """``entity_id`` and ``outcome`` (int64), one row per entity: its last line, in file order."""
+    refused: pd.DataFrame
+    """:data:`OUTCOME_PROBLEM_COLUMNS`, one row per refused data row, by row number."""
+    rows: int
+    """Data rows read."""
+    rows_refused: int
+    """Data rows refused (``len(refused)`` unless more than :data:`MAX_REFUSED_KEPT`)."""
+
+
+class OutcomeParser:
+    """Parses a labels file chunk by chunk, holding 13 bytes per valid row (id, outcome, row).
+
+    ``add`` takes each chunk (an Arrow table or a frame) with its data-row numbers
+    (1 is the first data row); ``add_unparsed`` a line the reader could not split;
+    ``result`` returns the :class:`ParsedOutcomes`. The entity id and the target are
+    found by their declared names or their source headers (``UDI`` and
+    ``Machine failure`` for AI4I); other columns are ignored (and never converted).
+
+    A row is refused, with its row number, column and reason, when its id is not a
+    whole number, its outcome is not 0 or 1 (missing values, ``NaN``, ``inf``, text
+    and spreadsheet formulas alike), or a later line gives the same entity (the later
+    line corrects it; the earlier is refused as superseded, naming the later row).
 
     Raises
     ------
-    ValueError
-        Naming the file and the missing column, when the id or target is absent.
+    FileRejected
+        Naming the file and column, when the id or target column is missing, given
+        twice (by both names), or holds values of another kind (lists, dates, bytes).
     """
-    renamed = frame.rename(columns=spec.source_to_name)
-    missing = [c for c in (spec.entity_id, spec.target) if c not in renamed.columns]
-    if missing:
-        headers = {v: k for k, v in spec.source_to_name.items()}
-        names = ", ".join(f"{c!r} (or {headers.get(c, c)!r})" for c in missing)
-        raise ValueError(f"{source_file}: labels file lacks the column(s) {names}")
-    ids = pd.to_numeric(renamed[spec.entity_id], errors="coerce")
-    outcome = pd.to_numeric(renamed[spec.target], errors="coerce")
-    # NaN, infinities and ids beyond int64 compare False here: refused, not a crash
-    in_range = (ids.abs() < 2.0**63).fillna(False)
-    bad_id = ~in_range | (ids != ids.round())
-    bad_outcome = ~outcome.isin([0, 1])
-    problems = []
-    for column, mask, reason in (
-        (spec.entity_id, bad_id, "entity id is not a whole number"),
-        (spec.target, bad_outcome & ~bad_id, "outcome is not 0 or 1"),
-    ):
-        idx = np.flatnonzero(mask.to_numpy())
-        if idx.size:
-            problems.append(
-                pd.DataFrame(
-                    {
-                        "source_file": source_file,
-                        "row_number": idx + 1,
-                        "column": column,
-                        "value": renamed[column].iloc[idx].astype(str).to_numpy(),
-                        "reason": reason,
-                    }
+
+    def __init__(
+        self, spec: DatasetSpec, source_file: str, *, max_refused_kept: int = MAX_REFUSED_KEPT
+    ) -> None:
+        self.spec = spec
+        self.source_file = source_file
+        self.max_refused_kept = max_refused_kept
+        self._ids: list[np.ndarray] = []
+        self._outcomes: list[np.ndarray] = []
+        self._rows: list[np.ndarray] = []
+        self._refused: list[pd.DataFrame] = []
+        self._kept = 0
+        self._rows_read = 0
+        self._rows_refused = 0
+        self._next_row = 1
+        self._result: ParsedOutcomes | None = None
+
+    def _source_columns(self, names: Sequence[str]) -> tuple[str, str]:
+        """The names of the id and target columns among ``names`` (landed headers)."""
+        found: dict[str, list[str]] = {}
+        for canonical in (self.spec.entity_id, self.spec.target):
+            aliases = {canonical} | {
+                s for s, n in self.spec.source_to_name.items() if n == canonical
+            }
+            # surrounding spaces (and a byte-order mark) ignored, as ingestion does
+            found[canonical] = [n for n in names if n.strip().lstrip("\ufeff") in aliases]
+        missing = [c for c, present in found.items() if not present]
+        if missing:
+            headers = {v: k for k, v in self.spec.source_to_name.items()}
+            listed = ", ".join(f"{c!r} (or {headers.get(c, c)!r})" for c in missing)
+            raise FileRejected(self.source_file, f"labels file lacks the column(s) {listed}")
+        for canonical, present in found.items():
+            if len(present) > 1:
+                shown = " and ".join(repr(n) for n in present)
+                raise FileRejected(
+                    self.source_file,
+                    f"the column is given {len(present)} times ({shown}); which one holds "
+                    "the labels is ambiguous",
+                    column=canonical,
                 )
+        return found[self.spec.entity_id][0], found[self.spec.target][0]
+
+    def _two_columns(self, chunk: pa.Table | pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+        names = list(chunk.column_names if isinstance(chunk, pa.Table) else chunk.columns)
+        id_column, target_column = self._source_columns([str(n) for n in names])
+        if not isinstance(chunk, pa.Table):
+            return chunk[id_column], chunk[target_column]
+        out = []
+        for name, canonical in (
+            (id_column, self.spec.entity_id),
+            (target_column, self.spec.target),
+        ):
+            column = chunk.column(name)
+            kind = column.type
+            if pa.types.is_dictionary(kind):
+                column, kind = column.cast(kind.value_type), kind.value_type
+            if not (
+                pa.types.is_integer(kind)
+                or pa.types.is_floating(kind)
+                or pa.types.is_string(kind)
+                or pa.types.is_large_string(kind)
+                or pa.types.is_boolean(kind)
+                or pa.types.is_null(kind)
+            ):
+                raise FileRejected(
+                    self.source_file,
+                    f"column {name!r} holds {kind} values; expected {_ALLOWED_TYPES}",
+                    column=canonical,
+                )
+            out.append(column.to_pandas())
+        return out[0], out[1]
+
+    def add(self, chunk: pa.Table | pd.DataFrame, row_numbers: np.ndarray | None = None) -> None:
+        """Parse one chunk; ``row_numbers`` default to the rows after the previous chunk."""
+        raw_ids, raw_outcomes = self._two_columns(chunk)
+        n = len(raw_ids)
+        rows = (
+            np.arange(self._next_row, self._next_row + n, dtype="int64")
+            if row_numbers is None
+            else np.asarray(row_numbers, dtype="int64")
+        )
+        if len(rows) != n:
+            raise ValueError(f"{self.source_file}: {len(rows)} row numbers for {n} rows")
+        self._next_row = int(rows[-1]) + 1 if n else self._next_row
+        self._rows_read += n
+        ids, outcome = _numbers(raw_ids), _numbers(raw_outcomes)
+        # NaN, infinities and ids beyond int64 compare False here: refused, not a crash
+        in_range = (ids.abs() < 2.0**63).fillna(False).to_numpy(dtype=bool)
+        bad_id = ~in_range | (ids != ids.round()).to_numpy(dtype=bool)
+        bad_outcome = ~outcome.isin([0, 1]).to_numpy(dtype=bool)
+        for column, values, mask, reason in (
+            (self.spec.entity_id, raw_ids, bad_id, "entity id is not a whole number"),
+            (self.spec.target, raw_outcomes, bad_outcome & ~bad_id, "outcome is not 0 or 1"),
+        ):
+            idx = np.flatnonzero(mask)
+            self._refuse(rows[idx], column, values.iloc[idx], reason)
+        keep = ~(bad_id | bad_outcome)
+        self._ids.append(ids[keep].astype("int64").to_numpy())
+        self._outcomes.append(outcome[keep].astype("int8").to_numpy())
+        # row numbers are kept only to name a superseded line: 4 bytes each where they fit
+        kept = rows[keep]
+        self._rows.append(kept.astype("int32") if kept.max(initial=0) < 2**31 else kept)
+
+    def add_unparsed(self, row_number: int, reason: str, text: str) -> None:
+        """A line the reader could not split into fields (``<row>``: the whole line)."""
+        self._rows_read += 1
+        self._refuse(np.array([row_number], dtype="int64"), "<row>", pd.Series([text]), reason)
+
+    def _refuse(self, rows: np.ndarray, column: str, values: pd.Series, reason: Any) -> None:
+        self._rows_refused += len(rows)
+        room = max(0, self.max_refused_kept - self._kept)
+        if not len(rows) or not room:
+            return
+        rows, values = rows[:room], values.iloc[:room]
+        reasons = reason[:room] if isinstance(reason, list) else reason
+        text = values.astype(object).where(values.notna(), "<missing>").astype(str)
+        self._refused.append(
+            pd.DataFrame(
+                {
+                    "source_file": self.source_file,
+                    "row_number": rows,
+                    "column": column,
+                    "value": clip_texts(text.reset_index(drop=True)).to_numpy(),
+                    "reason": reasons,
+                }
             )
-    keep = ~(bad_id | bad_outcome)
-    valid = pd.DataFrame(
-        {
-            "entity_id": ids[keep].astype("int64").to_numpy(),
-            "outcome": outcome[keep].astype("int64").to_numpy(),
-        }
-    )
-    # a later line for the same entity corrects an earlier one
-    valid = valid.drop_duplicates("entity_id", keep="last").reset_index(drop=True)
-    refused = (
-        pd.concat(problems, ignore_index=True)
-        if problems
-        else pd.DataFrame(columns=OUTCOME_PROBLEM_COLUMNS)
-    )
-    return valid, refused[OUTCOME_PROBLEM_COLUMNS]
+        )
+        self._kept += len(rows)
+
+    def result(self) -> ParsedOutcomes:
+        """The outcomes (each entity's last line) and every refused row, by row number.
+
+        Ends the parse: a second call returns the same result.
+        """
+        if self._result is not None:
+            return self._result
+        # one array at a time, each list freed once joined: the peak is one array over
+        ids = _joined(self._ids, "int64")
+        self._ids = []
+        outcomes = _joined(self._outcomes, "int8")
+        self._outcomes = []
+        rows = _joined(self._rows, "int64")
+        self._rows = []
+        keep = self._refuse_superseded(ids, rows)
+        if keep is not None:
+            ids, outcomes = ids[keep], outcomes[keep]
+        del rows, keep
+        valid = pd.DataFrame({"entity_id": ids, "outcome": outcomes.astype("int64")})
+        refused = (
+            pd.concat(self._refused, ignore_index=True)
+            .sort_values(["row_number", "column"], kind="stable")
+            .reset_index(drop=True)
+            if self._refused
+            else pd.DataFrame(
+                {
+                    c: pd.Series(dtype="int64" if c == "row_number" else "object")
+                    for c in OUTCOME_PROBLEM_COLUMNS
+                }
+            )
+        )
+        self._result = ParsedOutcomes(
+            valid, refused[OUTCOME_PROBLEM_COLUMNS], self._rows_read, self._rows_refused
+        )
+        return self._result
+
+    def _refuse_superseded(self, ids: np.ndarray, rows: np.ndarray) -> np.ndarray | None:
+        """Refuse every line a later line of the same entity corrects; the mask of the rest.
+
+        None when no entity is given twice (the usual case: nothing but one sort).
+        """
+        order = np.argsort(ids, kind="stable")  # equal ids stay in file order
+        ordered = ids[order]
+        repeated = np.flatnonzero(ordered[1:] == ordered[:-1])  # each followed by its own id
+        if not repeated.size:
+            return None
+        superseded = order[repeated]
+        # the last line of each repeated entity: the end of its run among the sorted ids
+        later = rows[order[np.searchsorted(ordered, ordered[repeated], side="right") - 1]]
+        del order, ordered
+        by_row = np.argsort(rows[superseded], kind="stable")
+        superseded, later = superseded[by_row], later[by_row]
+        room = max(0, self.max_refused_kept - self._kept)  # reasons made only for rows kept
+        self._refuse(
+            rows[superseded],
+            self.spec.entity_id,
+            pd.Series(ids[superseded[:room]]),
+            [f"superseded by row {r}, the last line for this entity id" for r in later[:room]],
+        )
+        keep = np.ones(len(ids), dtype=bool)
+        keep[superseded] = False
+        return keep
+
+
+def _joined(parts: list[np.ndarray], dtype: str) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
+
+
+def _numbers(values: pd.Series) -> pd.Series:
+    """``values`` as numbers (NaN where not one); true/false as 1/0."""
+    if pd.api.types.is_bool_dtype(values):
+        return values.astype("int64")
+    return pd.to_numeric(values, errors="coerce")
+
+
+def parse_outcomes(
+    frame: pd.DataFrame, spec: DatasetSpec, source_file: str
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """True outcomes from a labels file held in one frame: (valid outcomes, refused rows).
+
+    :class:`OutcomeParser` on one chunk: row 1 is the frame's first row.
+
+    Raises
+    ------
+    FileRejected
+        A ``ValueError`` naming the file and the column, when the id or target is
+        absent or given twice.
+    """
+    parser = OutcomeParser(spec, source_file)
+    parser.add(frame)
+    parsed = parser.result()
+    return parsed.valid, parsed.refused
 
 
 def join_outcomes(outcomes: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame:

@@ -212,6 +212,7 @@ def gate_decision(
         same_rows.metrics() if same_rows is not None else None,
         recall_interval=intervals.get("recall"),
         slices=model_evaluation.slices,
+        champion_version=model_evaluation.champion_version,
     )
     log = context.log.info if decision.passed else context.log.warning
     log(decision.summary())

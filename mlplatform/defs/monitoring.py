@@ -15,10 +15,12 @@ import pandas as pd
 
 from mlplatform.core import monitoring as core_monitoring
 from mlplatform.core.automation_settings import AutomationSettings
-from mlplatform.core.monitoring import join_outcomes, live_metrics, parse_outcomes
+from mlplatform.core.ingest import FileRejected
+from mlplatform.core.monitoring import join_outcomes, live_metrics
 from mlplatform.core.plots import live_metrics_png
 from mlplatform.defs.common import DATASET, OWNER, code_version, image_md
 from mlplatform.defs.inference import batch_predictions, window_predictions
+from mlplatform.resources.landing import file_label
 from mlplatform.resources.mlflow_registry import MlflowRegistry
 from mlplatform.resources.monitoring import MonitoringStore, read_champion_predictions
 from mlplatform.resources.predictions import PredictionStore
@@ -53,36 +55,47 @@ def live_performance(
     """The champion's live recall and precision per twelve-hour window, from true outcomes.
 
     Labels files dropped in ``landing/labels/`` (entity id and outcome, e.g. ``UDI``
-    and ``Machine failure``) are kept byte for byte, joined on entity id with the
-    champion's latest prediction of each entity, and the metrics of every window
-    are recomputed from all outcomes received so far. Refused rows (an id that is
-    not a number, an outcome that is not 0 or 1) are stored with their reason; an
-    unreadable file is moved aside and fails the run, after the others are counted.
+    and ``Machine failure``) are read in chunks, kept byte for byte, joined on entity
+    id with the champion's latest prediction of each entity, and the metrics of every
+    window are recomputed from all outcomes received so far. Refused rows (an id that
+    is not a whole number, an outcome that is not 0 or 1, a line superseded by a later
+    one for the same entity) are stored with row, column and reason. A file that
+    cannot be read as labels (a link, never followed; not UTF-8; a missing column; no
+    rows; ...) is moved aside with its reason and fails the run, after the others are
+    counted. Folders and FIFOs in the inbox are left alone, unopened.
     """
+    for name, why in monitoring.left_alone_labels():
+        context.log.warning(f"labels inbox: {name!r} is {why}")
     rejected: list[str] = []
     for path in monitoring.pending_labels():
+        label = file_label(path.name)
         try:
-            frame = monitoring.read_labels_file(path)
-            _, refused = parse_outcomes(frame, DATASET, path.name)
-        except Exception as exc:
-            reason = f"{path.name}: {exc}"
-            monitoring.reject_labels(path, reason)
-            context.log.error(f"labels file rejected: {reason}")
+            parsed = monitoring.read_outcomes(path, DATASET, label=label)
+        except Exception as exc:  # any file that cannot be read is moved aside, never lost
+            reason = str(exc) if isinstance(exc, FileRejected) else f"{label}: {exc!r}"
+            kept = monitoring.reject_labels(path, reason)
+            context.log.error(f"labels file rejected (moved to {kept.parent}): {reason}")
             rejected.append(reason)
             continue
         kept = monitoring.receive_labels(path)
-        if not refused.empty:
+        refused = parsed.refused
+        if parsed.rows_refused:
             monitoring.write_refused(kept, refused)
             first = refused.iloc[0]
             context.log.warning(
-                f"{path.name}: {len(refused)} row(s) refused; first: row {first['row_number']}, "
-                f"column {first['column']!r}: {first['reason']}"
+                f"{label}: {parsed.rows_refused:,} row(s) refused"
+                f"{'' if len(refused) == parsed.rows_refused else f' ({len(refused):,} stored)'}; "
+                f"first: row {first['row_number']}, column {first['column']!r}: {first['reason']}"
             )
-        context.log.info(f"received outcomes {path.name} ({len(frame):,} rows)")
+        context.log.info(
+            f"received outcomes {label} ({parsed.rows:,} rows, {len(parsed.valid):,} outcomes)"
+        )
     outcomes = []
     for kept in monitoring.received_labels():
-        valid, _ = parse_outcomes(monitoring.read_labels_file(kept), DATASET, kept.name)
-        outcomes.append(valid)
+        try:
+            outcomes.append(monitoring.read_outcomes(kept, DATASET).valid)
+        except FileRejected as exc:  # kept by an earlier version that took it
+            context.log.warning(f"a kept labels file no longer reads, left out: {exc}")
     # a later file's outcome for an entity corrects an earlier one
     all_outcomes = (
         pd.concat(outcomes, ignore_index=True).drop_duplicates("entity_id", keep="last")

@@ -19,7 +19,13 @@ from mlplatform.core.split import SPLIT_COLUMN
 from mlplatform.defs.common import DATASET, OWNER, REGISTRY, code_version
 from mlplatform.defs.evaluation import gate_metadata
 from mlplatform.defs.policies import EXTERNAL_SERVICE_RETRY
-from mlplatform.resources.ledger import PromotionLedger, RolledBackVersionError, move_champion
+from mlplatform.resources.ledger import (
+    ChampionMovedSinceGateError,
+    GateChampion,
+    PromotionLedger,
+    RolledBackVersionError,
+    move_champion,
+)
 from mlplatform.resources.mlflow_registry import MlflowRegistry, ModelVersionRef
 from mlplatform.settings import MLFLOW_UI_URL_ENV
 
@@ -62,6 +68,7 @@ class ChampionState:
     version: str | None
     previous_version: str | None
     promoted: bool
+    not_promoted_reason: str | None = None
 
 
 @dg.asset(
@@ -179,6 +186,7 @@ def champion_model(
     previous = mlflow_registry.champion()
     previous_version = previous.version if previous else None
     entry = None
+    refused: str | None = None
     # Blocking checks do not stop declarative automation (dagster#17332): read the decision here.
     if gate_decision.passed:
         try:
@@ -190,15 +198,18 @@ def champion_model(
                 reason=gate_decision.summary(),
                 gate_passed=True,
                 dagster_run_id=context.run.run_id,
+                gate_champion=_gate_champion(context, gate_decision),
             )
-        except RolledBackVersionError as exc:
-            context.log.warning(str(exc))
+        except (RolledBackVersionError, ChampionMovedSinceGateError) as exc:
+            refused = str(exc)
+            context.log.warning(refused)
     current = mlflow_registry.champion()
     state = ChampionState(
         registered_model.name,
         current.version if current else None,
         previous_version,
         promoted=entry is not None,
+        not_promoted_reason=refused,
     )
     if entry is not None:
         context.log.info(
@@ -218,8 +229,26 @@ def champion_model(
             "champion_version": state.version or "none",
             "previous_version": previous_version or "none",
             "promoted": state.promoted,
+            **({"not_promoted": refused} if refused else {}),
+            "gate_champion_version": gate_decision.champion_version or "none",
             "ledger_entry": str(entry.id) if entry else "none",
             "champion_uri": f"models:/{state.name}@{mlflow_registry.champion_alias}",
             **(mlflow_links(mlflow_registry.tracking_uri, current) if current else {}),
         },
     )
+
+
+def _gate_champion(
+    context: dg.AssetExecutionContext, decision: GateDecision
+) -> GateChampion | None:
+    """The champion the gate compared the candidate with (the promotion must still find it)."""
+    if decision.first_model:
+        return GateChampion(None)
+    if decision.champion_version is not None:
+        return GateChampion(decision.champion_version)
+    # a decision stored before the gate recorded its champion: nothing to check against
+    context.log.warning(
+        "the gate decision does not name the champion it compared the candidate with; "
+        "promoting without checking that the champion is unchanged"
+    )
+    return None

@@ -11,14 +11,29 @@ fit the file system's 255 bytes), and a landed name can never overwrite a reason
 file. Parquet is compressed input: a file whose rows decode to more than
 ``_MAX_EXPANSION`` times its size is rejected as a decompression bomb before the
 rows are expanded.
+
+The same guarantees serve every inbox of landed files (the labels inbox of
+:mod:`mlplatform.resources.monitoring` too): :func:`inbox_entries` lists an inbox
+without following anything, :meth:`LandedFile.at` identifies an entry,
+:func:`read_landed_file` reads one in chunks, and :func:`move_aside` moves one,
+with its reason, never overwriting a reason file.
+
+A planned file is found under its landed name first (one file hashed to confirm
+it): locating and finishing a batch hash one file however many wait.
+
+A CSV value holding a line break is trusted only from the careful (one-thread)
+reader, which splits blocks where quotes close; a quote opened in a row's last field
+and never closed would swallow every line after it, so it rejects the file.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import os
 import shutil
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +52,18 @@ from mlplatform.core.ingest import FileRejected
 from mlplatform.resources.files import TMP_PREFIX, write_bytes_atomic, write_with_atomic
 from mlplatform.resources.sources import RawChunk, RejectedRow
 
-__all__ = ["LANDING_SOURCE", "LandedFile", "LandingArea"]
+__all__ = [
+    "LANDING_SOURCE",
+    "REASON_SUFFIX",
+    "SUPPORTED_SUFFIXES",
+    "InboxEntries",
+    "LandedFile",
+    "LandingArea",
+    "file_label",
+    "inbox_entries",
+    "move_aside",
+    "read_landed_file",
+]
 
 LANDING_SOURCE = "landing"
 SUPPORTED_SUFFIXES = (".csv", ".parquet")
@@ -121,7 +147,11 @@ def _open(
     return pacsv.open_csv(
         path,
         read_options=pacsv.ReadOptions(block_size=block, use_threads=threads),
-        parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
+        # one thread splits blocks where quotes close (a quoted line break stays in its
+        # value); several split at every line break, which only the careful reader trusts
+        parse_options=pacsv.ParseOptions(
+            invalid_row_handler=on_invalid, newlines_in_values=not threads
+        ),
         convert_options=pacsv.ConvertOptions(
             column_types={c: pa.string() for c in header},
             strings_can_be_null=True,
@@ -165,6 +195,44 @@ class _Chunker:
         yield table, numbers
 
 
+def _has_line_break(batch: pa.RecordBatch) -> bool:
+    """Whether any value of ``batch`` holds a line break.
+
+    Each column's value bytes are searched at once, in place (as one binary value over
+    the same buffer): no copy, no per-row work.
+    """
+    for column in batch.columns:
+        buffers = column.buffers()
+        if not pa.types.is_string(column.type) or len(buffers) < 3 or buffers[2] is None:
+            continue
+        data = buffers[2]
+        offsets = pa.py_buffer(np.array([0, data.size], dtype="int64").tobytes())
+        whole = pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, data])
+        if any(pc.match_substring(whole, newline)[0].as_py() for newline in ("\n", "\r")):
+            return True
+    return False
+
+
+def _open_quote_at_end(path: Path, batch: pa.RecordBatch) -> int:
+    """Lines the file's last field swallowed, when it is a quote never closed (else 0).
+
+    A quote opened in a row's last field and never closed parses as one field holding
+    every line after it (a quote opened earlier in the row leaves it ragged, which
+    the reader reports): lines vanish while the count invariant holds. A quoted value
+    with a line break that closes ends with its quote.
+    """
+    if not batch.num_rows:
+        return 0
+    value = batch.column(batch.num_columns - 1)[batch.num_rows - 1].as_py()
+    if not (isinstance(value, str) and ("\n" in value or "\r" in value)):
+        return 0
+    with open(path, "rb") as fh:
+        fh.seek(max(0, path.stat().st_size - 4096))
+        if fh.read().rstrip().endswith(b'"'):
+            return 0  # closed: a value with a line break
+    return len(value.replace("\r\n", "\n").replace("\r", "\n").rstrip("\n").split("\n")) - 1
+
+
 class _NotFast(Exception):
     """The fast reader met a row it cannot number (or any error): read carefully instead."""
 
@@ -185,6 +253,10 @@ def _read_csv_fast(path: Path, header: list[str], chunk_rows: int) -> Iterator[R
         chunker = _Chunker(reader.schema, chunk_rows)
         next_row = 1
         for batch in reader:
+            if _has_line_break(batch):
+                # an open quote may have swallowed lines (the chunker splits blocks at line
+                # breaks, quotes or not): the careful reader tells a closed one from it
+                raise _NotFast
             numbers = np.arange(next_row, next_row + batch.num_rows, dtype="int64")
             next_row += batch.num_rows
             for table, rows in chunker.add(batch, numbers):
@@ -238,8 +310,11 @@ def _read_csv_careful(
             emitted = end
             return RawChunk(table, numbers, tuple(rejected[n] for n in due))
 
+        last: tuple[pa.RecordBatch, np.ndarray] | None = None
         for batch in reader:
             numbers, next_row = _row_numbers(next_row, batch.num_rows, set(rejected))
+            if batch.num_rows:
+                last = (batch, numbers)
             if to_skip:
                 if any(0 <= n <= skip for n in rejected):
                     raise RuntimeError(f"{label}: an invalid row among rows already handed out")
@@ -250,6 +325,14 @@ def _read_csv_careful(
                     emitted = skip + 1  # as if the careful reader had handed rows 1..skip out
             for table, rows in chunker.add(batch, numbers):
                 yield chunk(table, rows)
+        swallowed = _open_quote_at_end(path, last[0]) if last is not None else 0
+        if swallowed and last is not None:
+            raise FileRejected(
+                label,
+                f"unterminated quote in data row {int(last[1][-1]):,}: its last field runs to "
+                f"the end of the file, so the {swallowed:,} line(s) after it would not be "
+                "counted",
+            )
         if to_skip:
             raise RuntimeError(f"{label}: {skip} rows handed out but only {skip - to_skip} read")
         if chunker.rows or not emitted:
@@ -397,10 +480,15 @@ class LandedFile:
     sha256: str
     size_bytes: int
 
+    @classmethod
+    def at(cls, path: Path) -> LandedFile:
+        """The entry at ``path``, identified without following it (a link: by its target)."""
+        return cls(path, _sha256(path), path.lstat().st_size)
+
     @property
     def name(self) -> str:
         """The file's name as landed (bytes that are not UTF-8 escaped, as ``\\xe9``)."""
-        return _label(self.path.name)
+        return file_label(self.path.name)
 
     @property
     def stored_name(self) -> str:
@@ -435,7 +523,7 @@ def _name_problem(name: str) -> str | None:
     return None
 
 
-def _label(name: str) -> str:
+def file_label(name: str) -> str:
     """``name`` as text any log, database or Parquet file takes (undecodable bytes escaped)."""
     return os.fsencode(name).decode("utf-8", "backslashreplace")
 
@@ -461,6 +549,110 @@ def _sha256(path: Path) -> str:
     return found
 
 
+@dataclass(frozen=True)
+class InboxEntries:
+    """What an inbox folder holds: entries to take in, and entries left alone with why."""
+
+    files: list[Path]
+    """Regular files and symbolic links (a link is to be rejected, never followed)."""
+    left_alone: list[tuple[Path, str]]
+    """Folders, FIFOs, sockets and devices: never opened (a FIFO would block a read)."""
+
+
+def _special_kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def inbox_entries(folder: Path) -> InboxEntries:
+    """The entries of ``folder`` by name, read with ``lstat`` only (nothing is followed).
+
+    Hidden names and the platform's temporary files are not listed at all: a writer
+    may still be filling them.
+    """
+    files: list[Path] = []
+    left_alone: list[tuple[Path, str]] = []
+    if not folder.is_dir():
+        return InboxEntries(files, left_alone)
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith((".", TMP_PREFIX)):
+            continue
+        try:
+            mode = path.lstat().st_mode
+        except FileNotFoundError:  # gone since the listing
+            continue
+        if stat.S_ISLNK(mode) or stat.S_ISREG(mode):
+            files.append(path)
+        else:
+            left_alone.append((path, f"{_special_kind(mode)}, not a file: left alone unread"))
+    return InboxEntries(files, left_alone)
+
+
+def read_landed_file(path: Path, label: str, chunk_rows: int) -> Iterator[RawChunk]:
+    """A landed file's rows in chunks, every CSV column as text, never all at once.
+
+    A CSV chunk holds exactly ``chunk_rows`` parsed rows (the last one fewer), with
+    the invalid rows of its stretch; a Parquet chunk is one record batch of at most
+    ``chunk_rows`` rows. ``label`` names the file in every error.
+
+    Raises
+    ------
+    FileRejected
+        Naming the file, when it is a symbolic link (never followed), its name is not
+        UTF-8, it is of an unsupported kind, empty, not UTF-8 text or not parseable.
+    """
+    if path.is_symlink():
+        raise FileRejected(
+            label,
+            f"a symbolic link (to {file_label(os.readlink(path))!r}), not a file: landed "
+            "files must be regular files; the link was not followed",
+        )
+    problem = _name_problem(path.name)
+    if problem is not None:
+        raise FileRejected(label, problem)
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED_SUFFIXES:
+        raise FileRejected(
+            label,
+            f"unsupported file type {suffix or '(none)'!r}; "
+            f"expected one of {', '.join(SUPPORTED_SUFFIXES)}",
+        )
+    if path.stat().st_size == 0:
+        raise FileRejected(label, "the file is empty (0 bytes)")
+    if suffix == ".csv":
+        yield from _read_csv(path, label, chunk_rows)
+    else:
+        yield from _read_parquet(path, label, chunk_rows)
+
+
+def move_aside(landed: LandedFile, folder: Path, reason: str | None = None) -> Path:
+    """Move ``landed`` into ``folder`` under its stored name, with ``reason`` beside it.
+
+    A link moves as a link (its target untouched); the reason file is
+    ``<stored name>.reason.txt``, which no stored name can take. Returns the new path.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / landed.stored_name
+    try:
+        # rename(2) replaces a link at the target itself: never moves into what it points at
+        os.replace(landed.path, target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        shutil.move(landed.path, target)  # another file system: copied, then removed
+    if reason is not None:
+        text = reason.encode("utf-8", "backslashreplace")
+        write_bytes_atomic(text, target.with_name(target.name + REASON_SUFFIX))
+    return target
+
+
 class LandingArea(dg.ConfigurableResource):
     """Reads landed files and moves them to the archive or the rejected area."""
 
@@ -474,17 +666,7 @@ class LandingArea(dg.ConfigurableResource):
         Symbolic links are listed (whatever they point at, if anything) so that they
         are rejected; folders and other special files are not files to ingest.
         """
-        root = Path(self.landing_dir)
-        if not root.is_dir():
-            return []
-        found = []
-        for p in sorted(root.iterdir()):
-            if p.name.startswith((".", TMP_PREFIX)):
-                continue
-            if not (p.is_symlink() or p.is_file()):
-                continue
-            found.append(LandedFile(p, _sha256(p), p.lstat().st_size))
-        return found
+        return [LandedFile.at(p) for p in inbox_entries(Path(self.landing_dir)).files]
 
     # -- the BatchSource protocol -----------------------------------------------------
 
@@ -515,18 +697,57 @@ class LandingArea(dg.ConfigurableResource):
                 moved.append(landed)
         return moved
 
+    def _named(self, plan: BatchPlan) -> LandedFile | None:
+        """The plan's file under its landed name, if that still holds the planned content.
+
+        One file is hashed (none when its digest is remembered). A name that is not
+        the landed one (not UTF-8, hence escaped in the plan) or changed content
+        gives None, and the caller scans.
+        """
+        name = plan.ref.get("name")
+        if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name:
+            return None
+        path = Path(self.landing_dir) / name
+        try:
+            mode = path.lstat().st_mode
+        except (OSError, ValueError):  # gone, or a name the file system cannot take
+            return None
+        if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+            return None
+        landed = LandedFile.at(path)
+        return landed if landed.sha256 == plan.ref["sha256"] else None
+
+    def _waiting_with(self, sha: str, size: int | None = None) -> list[LandedFile]:
+        """Pending files holding content ``sha``, by name; only files of ``size`` are hashed."""
+        found = []
+        for path in inbox_entries(Path(self.landing_dir)).files:
+            try:
+                if size is not None and path.lstat().st_size != size:
+                    continue
+            except FileNotFoundError:
+                continue
+            landed = LandedFile.at(path)
+            if landed.sha256 == sha:
+                found.append(landed)
+        return found
+
     def locate(self, plan: BatchPlan) -> Path:
         """Where the planned file is now: landing, else archive, else rejected area.
+
+        The landed name is looked at first (one file hashed); only when it is gone or
+        holds other content are all pending files hashed.
 
         Raises
         ------
         FileRejected
             When the file is in none of them.
         """
+        named = self._named(plan)
+        if named is not None:
+            return named.path
         sha = plan.ref["sha256"]
-        for landed in self.pending():
-            if landed.sha256 == sha:
-                return landed.path
+        for landed in self._waiting_with(sha):
+            return landed.path
         for folder in (Path(self.archive_dir), Path(self.rejected_dir)):
             if folder.is_dir():
                 for p in sorted(folder.glob(f"{sha[:16]}__*")):
@@ -537,11 +758,7 @@ class LandingArea(dg.ConfigurableResource):
         )
 
     def read(self, plan: BatchPlan, chunk_rows: int) -> Iterator[RawChunk]:
-        """The planned file's rows in chunks, every CSV column as text, never all at once.
-
-        A CSV chunk holds exactly ``chunk_rows`` parsed rows (the last one fewer), with
-        the invalid rows of its stretch; a Parquet chunk is one record batch of at most
-        ``chunk_rows`` rows.
+        """The planned file's rows in chunks (see :func:`read_landed_file`).
 
         Raises
         ------
@@ -549,61 +766,34 @@ class LandingArea(dg.ConfigurableResource):
             Naming the file, when it is of an unsupported kind, empty, not UTF-8
             text or not parseable.
         """
-        path = self.locate(plan)
-        if path.is_symlink():
-            raise FileRejected(
-                plan.label,
-                f"a symbolic link (to {_label(os.readlink(path))!r}), not a file: landed "
-                "files must be regular files; the link was not followed",
-            )
-        problem = _name_problem(path.name)
-        if problem is not None:
-            raise FileRejected(plan.label, problem)
-        suffix = path.suffix.lower()
-        if suffix not in SUPPORTED_SUFFIXES:
-            raise FileRejected(
-                plan.label,
-                f"unsupported file type {suffix or '(none)'!r}; "
-                f"expected one of {', '.join(SUPPORTED_SUFFIXES)}",
-            )
-        if path.stat().st_size == 0:
-            raise FileRejected(plan.label, "the file is empty (0 bytes)")
-        if suffix == ".csv":
-            yield from _read_csv(path, plan.label, chunk_rows)
-        else:
-            yield from _read_parquet(path, plan.label, chunk_rows)
+        yield from read_landed_file(self.locate(plan), plan.label, chunk_rows)
 
     def finish(self, plan: BatchPlan, error: str | None) -> None:
-        """Archive the file once stored; move it to the rejected area with the reason if not."""
-        sha = plan.ref["sha256"]
-        for landed in self.pending():
-            if landed.sha256 == sha:
-                if error is None:
-                    self.archive(landed)
-                else:
-                    self.reject(landed, error)
+        """Archive the file once stored; move it to the rejected area with the reason if not.
+
+        Every pending copy of the content goes (the same bytes under two names are one
+        batch). Only files of the landed file's size are hashed to find the copies;
+        all are when the landed name is gone.
+        """
+        named = self._named(plan)
+        size = named.size_bytes if named is not None else None
+        for landed in self._waiting_with(plan.ref["sha256"], size):
+            if error is None:
+                self.archive(landed)
+            else:
+                self.reject(landed, error)
 
     # -- files -------------------------------------------------------------------------
 
     def archive(self, landed: LandedFile) -> Path:
         """Move ``landed`` to the archive (kept byte for byte); returns its new path."""
-        return self._move(landed, Path(self.archive_dir))
+        return move_aside(landed, Path(self.archive_dir))
 
     def reject(self, landed: LandedFile, reason: str) -> Path:
         """Move ``landed`` to the rejected area with a reason file; returns its new path."""
-        target = self._move(landed, Path(self.rejected_dir))
-        text = reason.encode("utf-8", "backslashreplace")
-        write_bytes_atomic(text, target.with_name(target.name + REASON_SUFFIX))
-        return target
+        return move_aside(landed, Path(self.rejected_dir), reason)
 
     def drop(self, frame: pd.DataFrame, name: str) -> Path:
         """Write ``frame`` into the landing folder as CSV (atomically), e.g. sample data."""
         target = Path(self.landing_dir) / name
         return write_with_atomic(lambda tmp: frame.to_csv(tmp, index=False), target)
-
-    def _move(self, landed: LandedFile, folder: Path) -> Path:
-        """Move ``landed`` into ``folder``; a link moves as a link, its target untouched."""
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / landed.stored_name
-        shutil.move(landed.path, target)
-        return target

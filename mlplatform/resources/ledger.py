@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ChampionChangeError",
+    "ChampionMovedSinceGateError",
+    "GateChampion",
     "LedgerError",
     "PromotionLedger",
     "RolledBackVersionError",
@@ -68,6 +71,44 @@ class ChampionChangeError(ValueError):
 
 class RolledBackVersionError(ChampionChangeError):
     """A promotion of a version that was rolled back: only an operator override may do that."""
+
+
+class ChampionMovedSinceGateError(ChampionChangeError):
+    """A promotion refused because the champion is no longer the one its gate compared with.
+
+    ``gate_version`` is the champion the gate saw (None: there was none),
+    ``current_version`` the champion now, ``to_version`` the candidate not promoted.
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        to_version: str,
+        gate_version: str | None,
+        current_version: str | None,
+    ) -> None:
+        self.model_name = model_name
+        self.to_version = to_version
+        self.gate_version = gate_version
+        self.current_version = current_version
+        super().__init__(
+            f"version {to_version} of model {model_name!r} not promoted: the champion changed "
+            f"from {_v(gate_version)} to {_v(current_version)} since the gate ran (it was "
+            f"judged against {_v(gate_version)} only); the champion stays "
+            f"{_v(current_version)}, nothing is committed to the ledger, and the next "
+            "training run compares its candidate with the new champion"
+        )
+
+
+def _v(version: str | None) -> str:
+    return f"v{version}" if version is not None else "no champion"
+
+
+@dataclass(frozen=True)
+class GateChampion:
+    """The champion a gate compared its candidate with: ``version`` None when there was none."""
+
+    version: str | None
 
 
 class LedgerError(RuntimeError):
@@ -387,8 +428,26 @@ def move_champion(
     to_version: str | None = None,
     gate_passed: bool | None = None,
     dagster_run_id: str | None = None,
+    gate_champion: GateChampion | None = None,
 ) -> LedgerEntry | None:
     """Move the champion alias and record it: the one code path for every alias change.
+
+    A promotion by a gate passes ``gate_champion``, the champion its gate compared the
+    candidate with. If another process moved the alias since (between the evaluation and
+    this call, or while this change was being prepared), the promotion is **refused**
+    (:class:`ChampionMovedSinceGateError`): the candidate was never compared with the
+    new champion, and "a challenger must beat the current champion" would not hold. The
+    check is made before anything is written, and again under the pending entry (which
+    keeps every other change out), so it cannot be overtaken; a refusal there aborts the
+    entry, leaving the alias where it was and the chain of committed entries whole.
+
+    The comparison is not re-run against the new champion here: it needs the candidate,
+    the test split and the gate's thresholds (none of which this step has), loading and
+    scoring the new champion would hold the pending entry (and block every other change
+    of the alias) for seconds, and the gate decision already recorded on the candidate's
+    version would no longer be the one that promoted it. The next training run evaluates
+    its candidate against the new champion, which is the cheap and auditable way to
+    re-judge.
 
     Parameters
     ----------
@@ -407,6 +466,10 @@ def move_champion(
         The gate decision of ``to_version``, when known.
     dagster_run_id : str, optional
         The Dagster run making the change.
+    gate_champion : GateChampion, optional
+        The champion ``to_version``'s gate compared it with; the change is refused
+        unless that version still is the champion (None: no such check, as for an
+        operator's override or rollback).
 
     Returns
     -------
@@ -418,7 +481,9 @@ def move_champion(
     ------
     ChampionChangeError
         Unknown version, no previous champion, another change in flight, or (as
-        :class:`RolledBackVersionError`) a promotion of a version that was rolled back.
+        :class:`RolledBackVersionError`) a promotion of a version that was rolled back,
+        or (as :class:`ChampionMovedSinceGateError`) a champion that changed since the
+        gate compared the candidate with it.
     """
     model = registry.model_name
     reconcile_champion(registry, ledger)
@@ -448,6 +513,11 @@ def move_champion(
         raise ChampionChangeError(str(exc)) from exc
     if current is not None and current.version == target.version:
         return None
+    current_version = current.version if current else None
+    if gate_champion is not None and current_version != gate_champion.version:
+        raise ChampionMovedSinceGateError(
+            model, target.version, gate_champion.version, current_version
+        )
     if action == "promote":
         demoted = rolled_back_from(entries, target.version)
         if demoted is not None:
@@ -479,6 +549,10 @@ def move_champion(
         raise
     if moved:
         ledger.abort(entry_id)
+        if gate_champion is not None:
+            raise ChampionMovedSinceGateError(
+                model, target.version, gate_champion.version, now.version if now else None
+            )
         raise ChampionChangeError(
             f"the champion of model {model!r} moved from version "
             f"{current.version if current else '(none)'} to version "

@@ -4,11 +4,18 @@ The embedded default is a SQLite backend store and a local artifact root inside
 ``MLPLATFORM_HOME``; a deployment points ``tracking_uri`` at an MLflow server.
 MLflow is imported inside methods: it takes seconds to import and the code
 location must load fast.
+
+Every run this module starts is stamped with the host, pid and start time of its
+process (``mlplatform.process.*`` tags). A process SIGKILLed while logging leaves its
+run RUNNING and its logged model PENDING forever; before logging, the next training
+run marks those of provably dead processes of this host FAILED
+(:meth:`MlflowRegistry.fail_orphaned_runs`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
@@ -20,20 +27,32 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 import pandas as pd
 
+from mlplatform.resources.processes import ProcessStamp, provably_dead, this_process
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from sklearn.pipeline import Pipeline
 
 __all__ = [
     "DATASET_DIGEST_TAG",
+    "RUN_HOST_TAG",
+    "RUN_PID_TAG",
+    "RUN_STARTED_TAG",
     "TRAINING_IDS_ARTIFACT",
     "MlflowRegistry",
     "ModelVersionRef",
     "RegistryWriteError",
+    "process_tags",
 ]
 
 TRAINING_IDS_ARTIFACT = "training_entity_ids.parquet"
 DATASET_DIGEST_TAG = "dataset_digest"
+# the process that logs a run: who may declare the run abandoned once that process is gone
+RUN_HOST_TAG = "mlplatform.process.host"
+RUN_PID_TAG = "mlplatform.process.pid"
+RUN_STARTED_TAG = "mlplatform.process.started"
+
+logger = logging.getLogger(__name__)
 
 
 class RegistryWriteError(RuntimeError):
@@ -147,6 +166,8 @@ class MlflowRegistry(dg.ConfigurableResource):
 
         client = self._client()
         experiment_id = self._experiment_id(client)
+        with self._naming_the_store():
+            self.fail_orphaned_runs()
         with _quiet_schema_hints():
             signature = infer_signature(input_example, pipeline.predict(input_example))
         # skops, not pickle: loading never runs arbitrary code. The types it must be told
@@ -155,7 +176,7 @@ class MlflowRegistry(dg.ConfigurableResource):
         with (
             self._naming_the_store(),
             _quiet_schema_hints(),
-            mlflow.start_run(experiment_id=experiment_id) as run,
+            mlflow.start_run(experiment_id=experiment_id, tags=process_tags()) as run,
         ):
             mlflow.log_params({k: _param(v) for k, v in params.items()})
             mlflow.log_metrics(dict(metrics))
@@ -190,6 +211,63 @@ class MlflowRegistry(dg.ConfigurableResource):
         ref = ModelVersionRef(self.model_name, version, run_id)
         self.set_version_tags(ref, version_tags)
         return ref
+
+    def fail_orphaned_runs(self) -> list[str]:
+        """Mark FAILED the experiment's RUNNING runs whose process is provably dead.
+
+        A run counts as orphaned only when its ``mlplatform.process.*`` tags name this
+        host and that process is gone (no such pid, a zombie, another process under
+        that pid, or a reboot since; see :mod:`mlplatform.resources.processes`). A run
+        of another host, of a live process, or without those tags is never touched.
+        Each orphaned run is terminated as FAILED, and its logged models still PENDING
+        (files never completely uploaded) are finalized as FAILED.
+
+        Returns
+        -------
+        list of str
+            One line per run marked FAILED (also logged as warnings).
+        """
+        from mlflow.entities import LoggedModelStatus, RunStatus
+
+        client = self._client()
+        experiment_id = self._experiment_id(client)
+        running = f"attributes.status = '{RunStatus.to_string(RunStatus.RUNNING)}'"
+        failed = []
+        token = None
+        while True:
+            page = client.search_runs([experiment_id], running, page_token=token)
+            for run in page:
+                tags = run.data.tags
+                stamp = ProcessStamp.parse(
+                    tags.get(RUN_HOST_TAG), tags.get(RUN_PID_TAG), tags.get(RUN_STARTED_TAG)
+                )
+                if stamp is None or not provably_dead(stamp):
+                    continue
+                run_id = run.info.run_id
+                client.set_terminated(run_id, status=RunStatus.to_string(RunStatus.FAILED))
+                models = [
+                    m.model_id
+                    for m in client.search_logged_models(
+                        [experiment_id], filter_string=f"source_run_id = '{run_id}'"
+                    )
+                    if m.status == LoggedModelStatus.PENDING
+                ]
+                for model_id in models:
+                    client.finalize_logged_model(model_id, LoggedModelStatus.FAILED)
+                line = (
+                    f"MLflow run {run_id} of experiment {self.experiment_name!r} was left "
+                    f"RUNNING by {stamp.describe()}, which is gone: marked FAILED"
+                    + (
+                        f"; its PENDING logged models {', '.join(models)} marked FAILED"
+                        if models
+                        else ""
+                    )
+                )
+                logger.warning(line)
+                failed.append(line)
+            token = page.token
+            if not token:
+                return failed
 
     @contextmanager
     def _naming_the_store(self) -> Iterator[None]:
@@ -316,6 +394,16 @@ class MlflowRegistry(dg.ConfigurableResource):
     def run_metrics(self, ref: ModelVersionRef) -> dict[str, float]:
         """The metrics logged on the version's run."""
         return dict(self._client().get_run(ref.run_id).data.metrics)
+
+
+def process_tags() -> dict[str, str]:
+    """The ``mlplatform.process.*`` tags of a run logged by this process."""
+    me = this_process()
+    return {
+        RUN_HOST_TAG: me.host,
+        RUN_PID_TAG: str(me.pid),
+        RUN_STARTED_TAG: me.started or "",
+    }
 
 
 @contextmanager

@@ -10,6 +10,12 @@ Layout under ``root``::
     alerts/<time>__<run-id>.json              one record per failed run
 
 Every write is atomic (temp file, then rename).
+
+The labels inbox has the landing area's guarantees, by the same code
+(:mod:`mlplatform.resources.landing`): nothing in it is followed (a symbolic link is
+rejected and moved aside as a link; folders and FIFOs are left alone, unopened), a
+name that is not UTF-8 is rejected and kept byte for byte, long names are shortened
+to fit, no name can overwrite a reason file, and files are read in chunks.
 """
 
 from __future__ import annotations
@@ -17,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -34,14 +39,23 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from mlplatform.core.batches import BatchManifest
-from mlplatform.core.monitoring import LIVE_METRIC_COLUMNS
+from mlplatform.core.ingest import FileRejected
+from mlplatform.core.monitoring import LIVE_METRIC_COLUMNS, OutcomeParser, ParsedOutcomes
 from mlplatform.core.retry import call_with_retry
+from mlplatform.core.schema import DatasetSpec
 from mlplatform.resources.feature_store import FeatureStore
 from mlplatform.resources.files import TMP_PREFIX, write_bytes_atomic, write_parquet_atomic
+from mlplatform.resources.landing import (
+    LandedFile,
+    file_label,
+    inbox_entries,
+    move_aside,
+    read_landed_file,
+)
 from mlplatform.resources.predictions import PredictionStore
 
 __all__ = [
-    "LABEL_SUFFIXES",
+    "LABELS_CHUNK_ROWS",
     "MonitoringStore",
     "read_champion_predictions",
     "read_recent_rows",
@@ -49,7 +63,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-LABEL_SUFFIXES = (".csv", ".parquet")
+# rows of a labels file read at once: 20,000 rows of even 1 KB each are 20 MB
+LABELS_CHUNK_ROWS = 20_000
 _PREDICTION_COLUMNS = [
     "entity_id",
     "event_time",
@@ -59,14 +74,6 @@ _PREDICTION_COLUMNS = [
     "alias",
     "scored_at",
 ]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _stamp(moment: datetime) -> str:
@@ -111,48 +118,79 @@ class MonitoringStore(dg.ConfigurableResource):
         return self._root / "outcomes"
 
     def pending_labels(self) -> list[Path]:
-        """Labels files waiting in the inbox, by name (hidden and partial files skipped)."""
-        inbox = Path(self.labels_inbox)
-        if not inbox.is_dir():
-            return []
+        """Labels files waiting in the inbox, by name: regular files and symbolic links.
+
+        Nothing is followed: a link is listed so that it is rejected (moved aside as a
+        link, its target never read). Hidden and partial files are skipped; folders,
+        FIFOs and other special files are :meth:`left_alone_labels`.
+        """
+        return inbox_entries(Path(self.labels_inbox)).files
+
+    def left_alone_labels(self) -> list[tuple[str, str]]:
+        """Inbox entries that are not files (folders, FIFOs, ...): (name, why); never opened."""
         return [
-            p
-            for p in sorted(inbox.iterdir())
-            if p.is_file()
-            and not p.name.startswith((".", TMP_PREFIX))
-            and p.suffix.lower() in LABEL_SUFFIXES
+            (file_label(p.name), why)
+            for p, why in inbox_entries(Path(self.labels_inbox)).left_alone
         ]
 
     def pending_fingerprint(self) -> str:
         """A digest of the inbox's file names and sizes: changes when a file lands."""
-        parts = [f"{p.name}:{p.stat().st_size}" for p in self.pending_labels()]
+        parts = []
+        for path in self.pending_labels():
+            try:
+                parts.append(f"{file_label(path.name)}:{path.lstat().st_size}")
+            except FileNotFoundError:  # taken since the listing
+                continue
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
-    def read_labels_file(self, path: Path) -> pd.DataFrame:
-        """A labels file as a frame (CSV or Parquet)."""
-        if path.suffix.lower() == ".parquet":
-            return pd.read_parquet(path)
-        return pd.read_csv(path)
+    def read_outcomes(
+        self,
+        path: Path,
+        spec: DatasetSpec,
+        *,
+        label: str | None = None,
+        chunk_rows: int = LABELS_CHUNK_ROWS,
+    ) -> ParsedOutcomes:
+        """The outcomes of a labels file (CSV or Parquet), read in chunks of ``chunk_rows``.
+
+        The landing area's reader: a link is never followed, a name that is not UTF-8,
+        another file type, an empty file, text that is not UTF-8, an unterminated
+        quote or a decompression bomb reject the file. Only the id and outcome columns
+        are converted. Memory: the reader's chunk, 13 bytes per valid row (21 while the
+        chunks are joined at the end) and at most ``MAX_REFUSED_KEPT`` refused rows;
+        never the file's text (measured: a 578 MB file of 1 KB lines grows the process
+        by 167 MB, mostly the reader's buffers; one of 193 MB by 172 MB).
+
+        Raises
+        ------
+        FileRejected
+            Naming the file (``label``, default its name) and, where one is at fault,
+            the column: unreadable, no data rows, or the id or outcome column missing,
+            given twice or of another kind.
+        """
+        label = label if label is not None else file_label(path.name)
+        parser = OutcomeParser(spec, label)
+        for chunk in read_landed_file(path, label, chunk_rows):
+            for row in chunk.rejected:
+                parser.add_unparsed(row.row_number, row.reason, row.text)
+            parser.add(chunk.table, chunk.row_numbers)
+        parsed = parser.result()
+        if parsed.rows == 0:
+            raise FileRejected(label, "no data rows (a header only)")
+        return parsed
 
     def receive_labels(self, path: Path) -> Path:
-        """Move a read labels file from the inbox into the kept outcomes (renamed by hash)."""
-        sha = _sha256(path)
-        target = self._outcomes / f"{sha[:16]}__{path.name}"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists():  # the same content again: kept once
+        """Move a read labels file from the inbox into the kept outcomes (named by hash)."""
+        landed = LandedFile.at(path)
+        target = self._outcomes / landed.stored_name
+        if target.is_file() and not target.is_symlink():  # the same content again: kept once
             path.unlink()
             return target
-        shutil.move(str(path), target)
-        return target
+        return move_aside(landed, self._outcomes)
 
     def reject_labels(self, path: Path, reason: str) -> Path:
-        """Move an unreadable labels file aside, with the reason beside it."""
-        sha = _sha256(path)
-        target = self._outcomes / "_rejected" / f"{sha[:16]}__{path.name}"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(path), target)
-        write_bytes_atomic(reason.encode(), target.with_name(target.name + ".reason.txt"))
-        return target
+        """Move a labels file that cannot be read aside (a link as a link), with the reason."""
+        return move_aside(LandedFile.at(path), self._outcomes / "_rejected", reason)
 
     def write_refused(self, kept: Path, refused: pd.DataFrame) -> Path:
         """Store the rows of a labels file that were refused, with their reasons."""

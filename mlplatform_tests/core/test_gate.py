@@ -278,3 +278,16 @@ def test_criterion_describe() -> None:
     assert Criterion("precision", 0.1, 0.3, ">=", False).describe() == (
         "precision 0.1000 >= 0.3000: FAIL"
     )
+
+
+def test_the_decision_records_the_champion_it_compared_with() -> None:
+    metrics = {"recall": 0.9, "precision": 0.5}
+    decision = decide(metrics, THRESHOLDS, {"recall": 0.88}, champion_version="7")
+    assert (decision.first_model, decision.champion_version) == (False, "7")
+    assert _by_name(decision)["recall_vs_champion"].note == "champion version 7"
+    assert decision.to_dict()["champion_version"] == "7"
+    assert "recall_vs_champion 0.9000 >= 0.8300: pass (champion version 7)" in decision.summary()
+    # no champion metrics: nothing was compared, whatever version is named
+    first = decide(metrics, THRESHOLDS, champion_version="7")
+    assert (first.first_model, first.champion_version) == (True, None)
+    assert first.to_dict()["champion_version"] is None

@@ -18,16 +18,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from scipy import stats
 
 from mlplatform.core.features import build_feature_table
 from mlplatform.core.generator import generate_ai4i
+from mlplatform.core.ingest import FileRejected
 from mlplatform.core.monitoring import (
     DRIFT_COLUMNS,
     LIVE_METRIC_COLUMNS,
     OUTCOME_PROBLEM_COLUMNS,
     DriftState,
+    OutcomeParser,
     decide_decay,
     decide_drift,
     feature_drift,
@@ -565,11 +568,13 @@ def test_outcomes_from_a_csv_file_read_as_landed(tmp_path: Path) -> None:
     path.write_text("UDI,Machine failure,note\n1,0,ok\n2,1,\n2.0,0,fixed\nabc,1,\n")
     valid, refused = parse_outcomes(pd.read_csv(path), AI4I, path.name)
     assert valid.to_dict("list") == {"entity_id": [1, 2], "outcome": [0, 0]}
+    # row 2 is corrected by row 3 (the same entity): refused as superseded, naming row 3
     assert refused[["row_number", "column", "value"]].to_dict("list") == {
-        "row_number": [4],
-        "column": ["udi"],
-        "value": ["abc"],
+        "row_number": [2, 4],
+        "column": ["udi", "udi"],
+        "value": ["2", "abc"],
     }
+    assert refused["reason"].iloc[0] == "superseded by row 3, the last line for this entity id"
 
 
 @pytest.mark.parametrize(
@@ -628,12 +633,15 @@ def test_a_row_with_both_bad_id_and_bad_outcome_is_refused_once_for_its_id() -> 
     assert refused[["row_number", "column"]].values.tolist() == [[1, "udi"]]
 
 
-def test_duplicate_entities_keep_the_last_line() -> None:
+def test_duplicate_entities_keep_the_last_line_and_refuse_the_earlier_naming_it() -> None:
     frame = pd.DataFrame({"UDI": [5, 6, 5, 7, 5], "Machine failure": [0, 0, 1, 1, 1]})
     valid, refused = parse_outcomes(frame, AI4I, "labels.csv")
-    assert refused.empty
     assert dict(zip(valid["entity_id"], valid["outcome"], strict=True)) == {5: 1, 6: 0, 7: 1}
     assert valid["entity_id"].is_unique
+    assert refused[["row_number", "column", "value", "reason"]].values.tolist() == [
+        [r, "udi", "5", "superseded by row 5, the last line for this entity id"] for r in (1, 3)
+    ]
+    assert len(valid) + len(refused) == len(frame)  # every line accounted for
 
 
 def test_an_empty_labels_file_gives_no_outcomes() -> None:
@@ -641,6 +649,115 @@ def test_an_empty_labels_file_gives_no_outcomes() -> None:
     valid, refused = parse_outcomes(frame, AI4I, "labels.csv")
     assert valid.empty and list(valid.columns) == ["entity_id", "outcome"]
     assert refused.empty and list(refused.columns) == OUTCOME_PROBLEM_COLUMNS
+
+
+def _chunks(frame: pd.DataFrame, size: int) -> list[tuple[pa.Table, np.ndarray]]:
+    """``frame`` as the landing reader hands it out: text tables and their row numbers."""
+    table = pa.Table.from_pandas(frame.astype(str), preserve_index=False)
+    return [
+        (table.slice(start, size), np.arange(start + 1, min(start + size, len(frame)) + 1))
+        for start in range(0, len(frame), size)
+    ]
+
+
+def test_chunks_give_what_one_frame_gives_duplicates_across_chunks_included() -> None:
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame(
+        {
+            "UDI": rng.integers(1, 400, 1000).astype(str),
+            "note": "x",
+            "Machine failure": rng.integers(0, 2, 1000).astype(str),
+        }
+    )
+    frame.loc[[7, 500, 999], "UDI"] = ["=1+1", "nan", ""]
+    frame.loc[[8, 501], "Machine failure"] = ["2", "+cmd|' /C calc'!A0"]
+    whole_valid, whole_refused = parse_outcomes(frame.astype(str), AI4I, "labels.csv")
+    parser = OutcomeParser(AI4I, "labels.csv")
+    for table, rows in _chunks(frame, 64):
+        parser.add(table, rows)
+    parsed = parser.result()
+
+    pd.testing.assert_frame_equal(parsed.valid, whole_valid)
+    pd.testing.assert_frame_equal(parsed.refused, whole_refused)
+    assert parsed.rows == 1000 == len(parsed.valid) + parsed.rows_refused
+    assert parsed.refused["row_number"].is_monotonic_increasing
+    assert parsed.valid["entity_id"].is_unique
+    # the refused rows name the later line wherever it was, across chunk boundaries
+    superseded = parsed.refused[parsed.refused["reason"].str.startswith("superseded by row ")]
+    later = superseded["reason"].str.extract(r"row (\d+)")[0].astype(int)
+    assert (later > superseded["row_number"]).all() and later.max() > 64
+    formulas = parsed.refused.set_index("row_number")["value"]
+    assert formulas[8] == "=1+1" and formulas[502] == "+cmd|' /C calc'!A0"  # stored literally
+
+
+def test_refused_rows_beyond_the_cap_are_counted_not_kept() -> None:
+    frame = pd.DataFrame({"UDI": ["x"] * 50 + ["1"], "Machine failure": ["1"] * 51})
+    parser = OutcomeParser(AI4I, "labels.csv", max_refused_kept=10)
+    parser.add(frame)
+    parser.add_unparsed(52, "expected 2 fields, found 3", "1,0,9")
+    parsed = parser.result()
+    assert (parsed.rows, parsed.rows_refused, len(parsed.valid)) == (52, 51, 1)
+    assert parsed.refused["row_number"].tolist() == list(range(1, 11))
+
+
+def test_an_unparsed_line_is_refused_as_a_whole_row_clipped() -> None:
+    parser = OutcomeParser(AI4I, "labels.csv")
+    parser.add(pd.DataFrame({"UDI": ["1"], "Machine failure": ["0"]}))
+    parser.add_unparsed(2, "expected 2 fields, found 3", "2,1," + "z" * 5000)
+    parsed = parser.result()
+    [row] = parsed.refused.to_dict("records")
+    assert (row["row_number"], row["column"], row["reason"]) == (
+        2,
+        "<row>",
+        "expected 2 fields, found 3",
+    )
+    assert row["value"].endswith("... (5,004 characters)") and len(row["value"]) < 1100
+
+
+@pytest.mark.parametrize(
+    ("columns", "reason", "column"),
+    [
+        (
+            {"UDI": [1], "udi": [1], "Machine failure": [0]},
+            "the column is given 2 times ('UDI' and 'udi')",
+            "udi",
+        ),
+        ({"UDI": [[1, 2]], "Machine failure": [0]}, "column 'UDI' holds list<item: int64>", "udi"),
+        (
+            {"UDI": [1], "Machine failure": [pd.Timestamp("2024-01-01")]},
+            "column 'Machine failure' holds timestamp",
+            "machine_failure",
+        ),
+        ({"UDI": [b"\x01"], "Machine failure": [0]}, "column 'UDI' holds binary", "udi"),
+    ],
+    ids=["both-names", "lists", "dates", "bytes"],
+)
+def test_an_ambiguous_or_mistyped_column_rejects_the_file_naming_it(
+    columns: dict[str, list[object]], reason: str, column: str
+) -> None:
+    parser = OutcomeParser(AI4I, "labels.parquet")
+    with pytest.raises(FileRejected) as error:
+        parser.add(pa.table(columns))
+    assert error.value.source_file == "labels.parquet"
+    assert error.value.reason.startswith(reason), error.value.reason
+    assert error.value.column == column
+
+
+def test_typed_columns_as_parquet_holds_them() -> None:
+    table = pa.table(
+        {
+            "udi": pa.array([1, 2, None, 4, 5], pa.int64()),
+            "machine_failure": pa.array([True, False, True, None, True]),
+        }
+    )
+    parser = OutcomeParser(AI4I, "labels.parquet")
+    parser.add(table, np.arange(1, 6))
+    parsed = parser.result()
+    assert parsed.valid.to_dict("list") == {"entity_id": [1, 2, 5], "outcome": [1, 0, 1]}
+    assert parsed.refused[["row_number", "column", "value"]].values.tolist() == [
+        [3, "udi", "<missing>"],
+        [4, "machine_failure", "<missing>"],
+    ]
 
 
 # --- joining outcomes with predictions ----------------------------------------------------

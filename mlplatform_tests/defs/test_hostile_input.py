@@ -444,6 +444,32 @@ def test_a_line_longer_than_the_read_block_rejects_the_file_with_its_reason(
     assert kept.with_name(kept.name + REASON_SUFFIX).read_text() == reason
 
 
+@pytest.mark.parametrize("row", [3, 80_000], ids=["first-block", "later-block"])
+def test_a_quote_opened_in_the_last_column_rejects_the_file_no_line_is_swallowed(
+    state: StatePaths, resources: dict[str, Any], row: int
+) -> None:
+    # a quote opened in the last field parses as one long field, not as a ragged row:
+    # the rest of the block (the fast reader) or file (the careful one) vanished into it,
+    # rows lost while the count invariant held (a quoted line break that closes is fine:
+    # corpus case quoted_comma_and_newline)
+    lines = _good_csv(100_000, start_udi=1, seed=21).decode().splitlines(keepends=True)
+    assert sum(len(line) for line in lines) > 2 * (1 << 21)  # more than two read blocks
+    head, _, last = lines[row].rpartition(",")
+    lines[row] = f'{head},"{last}'
+    (state.landing / "open_quote.csv").write_text("".join(lines))
+
+    [run] = ingest_pending(resources, dg.DagsterInstance.ephemeral())
+
+    assert not run.success
+    assert _failure(run) == (
+        f"open_quote.csv: unterminated quote in data row {row:,}: its last field runs to the "
+        f"end of the file, so the {100_000 - row:,} line(s) after it would not be counted"
+    )
+    assert resources["feature_store"].manifests() == []
+    [kept] = [p for p in state.rejected.iterdir() if p.name.endswith("__open_quote.csv")]
+    assert kept.read_text() == "".join(lines)
+
+
 # -- the champion is untouched --------------------------------------------------------------
 
 

@@ -453,7 +453,8 @@ def test_promotions_rollback_and_override_are_all_in_the_ledger(
 ) -> None:
     registry: MlflowRegistry = resources["mlflow_registry"]
     ledger: PromotionLedger = resources["ledger"]
-    promotion = ["gate_decision", "registered_model", "champion_model"]
+    # evaluation included: a promotion needs a gate that compared with the current champion
+    promotion = ["model_evaluation", "gate_decision", "registered_model", "champion_model"]
 
     # two passing runs: the whole graph, then the promotion path again on the same data
     land_sample(resources, 2000, seed=21)
