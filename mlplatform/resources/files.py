@@ -1,7 +1,10 @@
 """Atomic file writes: write to a temporary path beside the target, then rename.
 
 A crash mid-write leaves the previous file (or no file) in place, never a
-half-written one; readers only ever see complete files.
+half-written one; readers only ever see complete files. A process killed mid-write
+(no ``finally`` runs) leaves its hidden temporary file behind: the next write of a
+file in that folder removes such leftovers once they are an hour old (a slower
+writer of the same folder may still be busy with a younger one).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,12 +24,14 @@ import pyarrow.parquet as pq
 __all__ = [
     "atomic_path",
     "errors_naming",
+    "sweep_stale_files",
     "write_bytes_atomic",
     "write_parquet",
     "write_parquet_atomic",
 ]
 
 TMP_PREFIX = ".tmp-"
+STALE_TMP_SECONDS = 3600.0
 
 
 @contextmanager
@@ -49,6 +55,7 @@ def errors_naming(path: Path) -> Iterator[None]:
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path in ``target``'s folder; rename it onto ``target`` on success."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale_files(target.parent)
     fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=target.suffix, dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -60,6 +67,21 @@ def atomic_path(target: Path) -> Iterator[Path]:
             os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def sweep_stale_files(folder: Path) -> list[Path]:
+    """Remove the temporary files (``TMP_PREFIX``) a killed writer left in ``folder``
+    more than :data:`STALE_TMP_SECONDS` ago; the paths removed."""
+    now = time.time()
+    removed = []
+    for p in folder.glob(f"{TMP_PREFIX}*"):
+        try:
+            if p.is_file() and not p.is_symlink() and now - p.stat().st_mtime > STALE_TMP_SECONDS:
+                p.unlink()
+                removed.append(p)
+        except FileNotFoundError:  # another writer swept it first
+            continue
+    return removed
 
 
 def write_parquet_atomic(frame: pd.DataFrame, target: Path) -> Path:
