@@ -170,3 +170,137 @@ def test_an_outage_fails_clearly_leaves_the_champion_and_the_next_run_succeeds(
     assert _train(resources, instance).success
     promoted = registry.champion()
     assert promoted is not None and promoted.version == "2"
+
+
+class FlakyProxy:
+    """A loopback HTTP proxy in front of a real MLflow server that answers 503 on demand.
+
+    ``fail_next(n)``: the next ``n`` requests get ``503 Service Unavailable`` (with an
+    MLflow-style JSON error) instead of reaching the server; ``fail_always()``: every
+    request does, until ``heal()``. Other requests are forwarded as they came.
+    """
+
+    def __init__(self, target: MlflowServer) -> None:
+        import threading
+        from http.server import ThreadingHTTPServer
+
+        self.target = target
+        self._lock = threading.Lock()
+        self._failures_left = 0
+        self.refused = 0
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _proxy_handler(self))
+        self.uri = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def fail_next(self, n: int) -> None:
+        with self._lock:
+            self._failures_left = n
+
+    def fail_always(self) -> None:
+        self.fail_next(10**9)
+
+    def heal(self) -> None:
+        self.fail_next(0)
+
+    def should_fail(self) -> bool:
+        with self._lock:
+            if self._failures_left > 0:
+                self._failures_left -= 1
+                self.refused += 1
+                return True
+            return False
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _proxy_handler(proxy: FlakyProxy) -> type:
+    import http.client
+    from http.server import BaseHTTPRequestHandler
+
+    hop_by_hop = {"host", "connection", "keep-alive", "transfer-encoding", "content-length"}
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet
+            return
+
+        def _reply(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+            self.send_response(status)
+            for name, value in headers:
+                if name.lower() not in hop_by_hop:
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _any(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else None
+            if proxy.should_fail():
+                error = b'{"error_code": "TEMPORARILY_UNAVAILABLE", "message": "503 from proxy"}'
+                self._reply(503, [("Content-Type", "application/json")], error)
+                return
+            conn = http.client.HTTPConnection("127.0.0.1", proxy.target.port, timeout=120)
+            try:
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in hop_by_hop}
+                conn.request(self.command, self.path, body=body, headers=headers)
+                answer = conn.getresponse()
+                self._reply(answer.status, answer.getheaders(), answer.read())
+            finally:
+                conn.close()
+
+        # the names http.server dispatches to
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _any  # noqa: N815
+
+    return Handler
+
+
+def test_a_server_answering_503_is_retried_then_fails_clearly_and_recovers(
+    server: MlflowServer, state: StatePaths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server is up but answers errors (through a proxy that returns 503): errors for
+    the whole retry budget fail the run naming the status, with no alias change; a burst
+    of errors shorter than the budget is ridden out by the retries."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # only the platform retries
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    proxy = FlakyProxy(server)
+    try:
+        resources = build_resources(state, tracking_uri=proxy.uri)
+        registry: MlflowRegistry = resources["mlflow_registry"]
+        instance = dg.DagsterInstance.ephemeral()
+        land_sample(resources, 1500, seed=43)
+        assert all(r.success for r in ingest_pending(resources, instance))
+        assert _train(resources, instance).success
+        champion = registry.champion()
+        assert champion is not None and champion.version == "1"
+
+        # every answer an error: the step retries with backoff, then the run fails
+        proxy.fail_always()
+        failed = _train(resources, instance)
+        assert not failed.success
+        retried = [e for e in failed.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+        assert len(retried) == 3 and len({e.step_key for e in retried}) == 1
+        [failure] = [e for e in failed.all_events if e.event_type_value == "STEP_FAILURE"]
+        message = str(failure.event_specific_data.error)  # type: ignore[union-attr]
+        assert "503" in message, message
+        done = {e.step_key for e in failed.all_events if e.event_type_value == "STEP_SUCCESS"}
+        assert not done & {"registered_model", "champion_model"}
+        proxy.heal()
+        assert registry.champion() == champion
+        assert [v.version for v in registry.versions()] == ["1"]
+
+        # a burst of errors shorter than the retry budget: retried, and the run succeeds
+        proxy.fail_next(2)
+        refused_before = proxy.refused
+        recovered = _train(resources, instance)
+        assert recovered.success
+        assert proxy.refused == refused_before + 2
+        assert any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in recovered.all_events)
+        promoted = registry.champion()
+        assert promoted is not None and promoted.version == "2"
+    finally:
+        proxy.close()
