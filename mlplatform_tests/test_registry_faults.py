@@ -21,7 +21,6 @@ import os
 import pwd
 import re
 import shutil
-import signal
 import sqlite3
 import stat
 import subprocess
@@ -72,6 +71,7 @@ from mlplatform_tests.defs.helpers import (
     land_sample,
     materialize_all,
 )
+from mlplatform_tests.kills import kill_when_marked
 from mlplatform_tests.pg import fresh_database
 from mlplatform_tests.registry_faults_child import register_version
 
@@ -256,25 +256,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> StatePaths:
 def _kill_at(state: StatePaths, phase: str, marker: Path) -> dict[str, Any]:
     """Run the register and promote steps in a child, SIGKILL it at ``phase``; the facts
     the child reported there."""
-    log = marker.with_suffix(".log")
     argv = [sys.executable, "-m", CHILD, "promote", str(state.root)]
     argv += ["--stall-at", phase, "--marker", str(marker)]
-    with log.open("wb") as out:
-        child = subprocess.Popen(
-            argv, cwd=REPO, env=_child_env(), stdout=out, stderr=subprocess.STDOUT
-        )
-    try:
-        deadline = time.monotonic() + 300
-        while not marker.exists():
-            assert child.poll() is None, f"exited {child.returncode} before {phase}:\n{_tail(log)}"
-            assert time.monotonic() < deadline, f"{phase} not reached in 300 s:\n{_tail(log)}"
-            time.sleep(0.05)
-        os.kill(child.pid, signal.SIGKILL)
-        assert child.wait(timeout=60) == -signal.SIGKILL
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    kill_when_marked(argv, marker, env=_child_env(), what=phase)
     facts: dict[str, Any] = json.loads(marker.read_text())
     return facts
 

@@ -18,8 +18,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,6 +34,7 @@ from mlplatform.paths import StatePaths
 from mlplatform.resources.feature_store import FeatureStore
 from mlplatform.resources.mlflow_registry import MlflowRegistry
 from mlplatform_tests.defs.helpers import LENIENT, land_sample, materialize_all
+from mlplatform_tests.kills import kill_when_marked
 
 pytestmark = [pytest.mark.slow]
 
@@ -71,26 +70,11 @@ def _copy(served: StatePaths, root: Path) -> StatePaths:
 def _kill_inside(write: str, state: StatePaths, tmp_path: Path) -> dict[str, Any]:
     """Run ``write`` in a child and SIGKILL it inside its first temporary Parquet file."""
     marker = tmp_path / f"{write}.marker"
-    log = tmp_path / f"{write}.log"
     env = {**os.environ, "GX_ANALYTICS_ENABLED": "false", "MLFLOW_ENABLE_TELEMETRY": "false"}
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLPLATFORM_LEDGER_URL"):
         env.pop(name, None)
     argv = [sys.executable, "-m", CHILD, write, str(state.root), str(marker)]
-    with log.open("wb") as out:
-        child = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 300
-        while not marker.exists():
-            tail = log.read_text(errors="replace")[-4000:]
-            assert child.poll() is None, f"exited {child.returncode} before the write:\n{tail}"
-            assert time.monotonic() < deadline, f"the write not reached in 300 s:\n{tail}"
-            time.sleep(0.05)
-        os.kill(child.pid, signal.SIGKILL)
-        assert child.wait(timeout=60) == -signal.SIGKILL
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    kill_when_marked(argv, marker, env=env, what=f"the {write} write")
     facts: dict[str, Any] = json.loads(marker.read_text())
     half = Path(facts["file"])
     assert half.is_file() and half.stat().st_size > 0, facts  # the kill left it half written
