@@ -20,7 +20,6 @@ from mlplatform.core import batches as core_batches
 from mlplatform.core import expectations as core_expectations
 from mlplatform.core import ingest as core_ingest
 from mlplatform.core.automation_settings import AutomationSettings
-from mlplatform.core.expectations import ValidationSummary, table_expectations, validate
 from mlplatform.core.ingest import FileRejected
 from mlplatform.core.triggers import Trigger
 from mlplatform.defs.common import DATASET, INGESTION, OWNER, code_version
@@ -156,13 +155,7 @@ def raw_observations(
             "quarantined_rows": m.rows_quarantined,
         },
     )
-    # read back one stored part at a time: a large batch is never in memory whole
-    # (ids unique across parts is enforced while ingesting, by the rows seen so far)
-    check = ValidationSummary()
-    for part in feature_store.batch_paths(key, m.version):
-        stored = pd.read_parquet(part)
-        suite = table_expectations(DATASET, list(stored.columns))
-        check = check.merge(validate(stored, suite, name=f"{DATASET.name}-stored"))
+    check = feature_store.validate_stored(DATASET, key, m.version)
     yield dg.AssetCheckResult(
         check_name=STORED_ROWS_CHECK,
         passed=check.success,

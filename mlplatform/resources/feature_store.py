@@ -42,6 +42,7 @@ from mlplatform.core.batches import (
     select_versions,
     version_name,
 )
+from mlplatform.core.expectations import ValidationSummary, table_expectations, validate
 from mlplatform.core.ingest import QUARANTINE_COLUMNS, empty_quarantine
 from mlplatform.core.schema import DatasetSpec
 from mlplatform.resources.files import TMP_PREFIX, write_bytes_atomic, write_parquet
@@ -301,6 +302,19 @@ class FeatureStore(dg.ConfigurableResource):
         if not versions:
             raise KeyError(f"batch {key!r} has no committed version {version or ''}".strip())
         return self._paths(versions[-1:])
+
+    def validate_stored(self, spec: DatasetSpec, key: str, version: str) -> ValidationSummary:
+        """Great Expectations' table suite on a batch version as stored (read back).
+
+        One part at a time, so that a large batch is never in memory whole (ids unique
+        across parts is enforced while ingesting, by the rows seen so far).
+        """
+        check = ValidationSummary()
+        for part in self.batch_paths(key, version):
+            stored = pd.read_parquet(part)
+            suite = table_expectations(spec, list(stored.columns))
+            check = check.merge(validate(stored, suite, name=f"{spec.name}-stored"))
+        return check
 
     def as_of(
         self,
