@@ -299,6 +299,29 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+# expectations about a column's type or the table's columns, not about its values
+_DTYPE_EXPECTATIONS = frozenset(
+    {
+        "expect_column_values_to_be_of_type",
+        "expect_column_values_to_be_in_type_list",
+        "expect_table_columns_to_match_set",
+        "expect_table_columns_to_match_ordered_list",
+        "expect_column_to_exist",
+    }
+)
+
+
+def _masked_numeric(frame: pd.DataFrame) -> list[str]:
+    """Columns of pandas' nullable numeric types (``Int64``, ``Float64``, ...)."""
+    return [
+        str(c)
+        for c, dtype in frame.dtypes.items()
+        if pd.api.types.is_extension_array_dtype(dtype)
+        and pd.api.types.is_numeric_dtype(dtype)
+        and not pd.api.types.is_bool_dtype(dtype)
+    ]
+
+
 def validate(
     frame: pd.DataFrame,
     expectations: list[ExpectationDef],
@@ -313,10 +336,49 @@ def validate(
     (1-based). With ``every_row=False`` GX returns its summary only (counts and the
     first failing rows, ``partial_unexpected_index_list``), and ``unexpected``
     lists just those first rows: enough to confirm :func:`evaluate`, at less cost.
+
+    GX checks the values of pandas' nullable integer columns (``Int64``) ten times
+    slower than those of NumPy ones (a million rows: 0.4-0.7 s per range check,
+    against 0.05 s). Their value expectations therefore run on the same values as
+    ``float64`` (missing as NaN, which GX treats as missing too; exact, as stored
+    integers are below 2**53), and their type expectations on the column as it is:
+    the same verdicts, counts and failing rows.
     """
     data = frame
     if ROW_ID not in data.columns:
         data = data.assign(**{ROW_ID: np.arange(1, len(data) + 1, dtype="int64")})
+    masked = set(_masked_numeric(data))
+    on_values = [
+        e for e in expectations if e.column in masked and e.type not in _DTYPE_EXPECTATIONS
+    ]
+    if not on_values:
+        return _validate(data, expectations, name=name, every_row=every_row)
+    rest = [e for e in expectations if e not in on_values]
+    as_float = data.assign(
+        **{
+            c: data[c].to_numpy(dtype="float64", na_value=np.nan)
+            for c in {e.column for e in on_values if e.column is not None}
+        }
+    )
+    first = _validate(data, rest, name=name, every_row=every_row)
+    second = _validate(as_float, on_values, name=f"{name}-values", every_row=every_row)
+    combined = ValidationSummary(
+        expectations_run=first.expectations_run + second.expectations_run,
+        failed=[*first.failed, *second.failed],
+        rows_checked=len(frame),
+    )
+    parts = [u for u in (first.unexpected, second.unexpected) if not u.empty]
+    if parts:
+        combined.unexpected = pd.concat(parts, ignore_index=True)[UNEXPECTED_COLUMNS]
+    return combined
+
+
+def _validate(
+    data: pd.DataFrame, expectations: list[ExpectationDef], *, name: str, every_row: bool
+) -> ValidationSummary:
+    """One Great Expectations run of ``expectations`` on ``data`` (which has ``source_row``)."""
+    if not expectations:
+        return ValidationSummary(rows_checked=len(data))
     definition = _validation_definition(name, expectations)
     result = definition.run(
         batch_parameters={"dataframe": data},
@@ -377,7 +439,7 @@ def validate(
                 )
             )
     summary = ValidationSummary(
-        expectations_run=len(result.results), failed=failed, rows_checked=len(frame)
+        expectations_run=len(result.results), failed=failed, rows_checked=len(data)
     )
     if rows:
         summary.unexpected = pd.concat(rows, ignore_index=True)[UNEXPECTED_COLUMNS]

@@ -453,3 +453,35 @@ def test_a_deferred_confirmation_raises_on_disagreement(monkeypatch: pytest.Monk
         wrong = type_and_validate(raw, AI4I, "wrong.csv", confirm_on=gx)
         with pytest.raises(ValidationMismatch, match=r"wrong\.csv"):
             wrong.confirmed()
+
+
+def test_nullable_integer_columns_get_the_verdicts_of_their_values_and_their_type() -> None:
+    """Value checks of an ``Int64`` column run on its values as floats (GX is ten times
+    slower on ``Int64``), its type check on the column as it is: the same verdicts,
+    counts and failing rows as GX on the column itself, and a wrong type still fails."""
+    n = 3000
+    twf = pd.array([0, 1, None, 5, 1, 0] * (n // 6), dtype="Int64")
+    frame = pd.DataFrame({"udi": np.arange(1, n + 1, dtype="int64"), "twf": twf})
+    suite = [
+        e
+        for e in table_expectations(AI4I, ["udi", "twf"])
+        if e.type != "expect_table_columns_to_match_set"
+    ]
+    got = validate(frame, suite, name="nullable-split")
+    # GX on the Int64 column itself (no split): the reference
+    between = next(e for e in suite if e.column == "twf" and "between" in e.type)
+    direct = expectations_module._validate(
+        frame.assign(source_row=np.arange(1, n + 1)), [between], name="direct", every_row=True
+    )
+    assert got.expectations_run == len(suite)
+    failed = {(f.expectation, f.column): f.unexpected_count for f in got.failed}
+    assert failed == {("expect_column_values_to_be_between", "twf"): n // 6}
+    rows = got.unexpected[got.unexpected["column"] == "twf"]["row_number"].tolist()
+    assert rows == list(range(4, n + 1, 6))  # the 5s, not the missing values
+    assert direct.unexpected["row_number"].tolist() == rows
+    assert [f.unexpected_count for f in direct.failed] == [n // 6]
+    # the type is still checked on the column as stored: float64 is not int64
+    wrong = validate(frame.astype({"twf": "float64"}), suite, name="nullable-wrong-type")
+    assert ("expect_column_values_to_be_in_type_list", "twf") in {
+        (f.expectation, f.column) for f in wrong.failed
+    }
