@@ -435,6 +435,21 @@ def webhook() -> Iterator[tuple[str, type[_Hook]]]:
     server.shutdown()
 
 
+def _alert_on_failure(
+    failed: dg.ExecuteInProcessResult, instance: dg.DagsterInstance, resources: dict[str, Any]
+) -> None:
+    """Evaluate the run-failure sensor on ``failed``, as the daemon would."""
+    failure = next(e for e in failed.all_events if e.event_type_value == "PIPELINE_FAILURE")
+    with dg.build_run_status_sensor_context(
+        sensor_name="run_failure_alerts",
+        dagster_event=failure,
+        dagster_instance=instance,
+        dagster_run=failed.dagster_run,
+        resources=resources,
+    ) as context:
+        run_failure_alerts(context.for_run_failure())
+
+
 def test_failed_run_leaves_an_alert_and_posts_it(
     instance: dg.DagsterInstance,
     resources: dict[str, Any],
@@ -450,15 +465,7 @@ def test_failed_run_leaves_an_alert_and_posts_it(
         instance=instance, run_config=FAST, raise_on_error=False, tags={TRIGGER_TAG: "drift"}
     )
     assert not failed.success
-    failure = next(e for e in failed.all_events if e.event_type_value == "PIPELINE_FAILURE")
-    with dg.build_run_status_sensor_context(
-        sensor_name="run_failure_alerts",
-        dagster_event=failure,
-        dagster_instance=instance,
-        dagster_run=failed.dagster_run,
-        resources=resources,
-    ) as context:
-        run_failure_alerts(context.for_run_failure())
+    _alert_on_failure(failed, instance, resources)
     [alert] = resources["monitoring"].alerts()
     assert alert["run_id"] == failed.run_id
     assert alert["job"] == "train_and_score" and alert["trigger"] == "drift"
@@ -486,15 +493,7 @@ def test_a_failed_run_that_will_be_retried_is_recorded_but_not_posted(
         tags={TRIGGER_TAG: "drift", WILL_RETRY_TAG: "true"},
     )
     assert not failed.success
-    failure = next(e for e in failed.all_events if e.event_type_value == "PIPELINE_FAILURE")
-    with dg.build_run_status_sensor_context(
-        sensor_name="run_failure_alerts",
-        dagster_event=failure,
-        dagster_instance=instance,
-        dagster_run=failed.dagster_run,
-        resources=resources,
-    ) as context:
-        run_failure_alerts(context.for_run_failure())
+    _alert_on_failure(failed, instance, resources)
     [alert] = resources["monitoring"].alerts()
     assert alert["run_id"] == failed.run_id and alert["will_retry"] is True
     assert alert["webhook"].startswith("not posted")
