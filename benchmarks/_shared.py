@@ -40,14 +40,15 @@ def stage_peak_mb() -> float:
 
 
 def fresh_state(state: Path) -> tuple[Any, Any]:
-    """A landing area (with its landing folder made) and a feature store under ``state``."""
-    from mlplatform.resources.feature_store import FeatureStore
-    from mlplatform.resources.landing import LandingArea
+    """The landing area (its folder made) and feature store of a state folder under ``state``.
 
-    landing = LandingArea(
-        landing_dir=str(state / "landing"),
-        archive_dir=str(state / "archive"),
-        rejected_dir=str(state / "rejected"),
-    )
-    (state / "landing").mkdir(parents=True)
-    return landing, FeatureStore(root=str(state / "feature_store"))
+    Built by :func:`mlplatform.defs.resources.build_resources`: configured exactly as the
+    assets' resources are.
+    """
+    from mlplatform.defs.resources import build_resources
+    from mlplatform.paths import StatePaths
+
+    paths = StatePaths(state)
+    paths.landing.mkdir(parents=True)
+    resources = build_resources(paths)
+    return resources["landing"], resources["feature_store"]

@@ -1,20 +1,23 @@
 """Benchmark: the training path's reads of a 10,000,000-row feature table, in bounded memory.
 
-Writes a feature table of N rows (not timed): a base of generated rows through the
-real ingestion and feature-table code (:func:`~mlplatform.core.generator.generate_ai4i`
--> ``ingest_batch`` -> ``FeatureStore.as_of`` -> ``build_feature_table``), tiled with
-fresh entity ids into row groups of 1,048,576 rows (what ``write_parquet_atomic``
-writes), with the table's ``attrs``. Then measures, each in a fresh child process,
-its peak resident set (``VmHWM``):
+Builds a feature store of N rows (not timed): a base of generated rows through the real
+ingestion (:func:`~mlplatform.core.generator.generate_ai4i` -> ``ingest_batch``), its
+stored part tiled with fresh entity ids into batch versions of 1,048,576 rows each,
+written by the store's own ``BatchWriter``; then the feature table as the
+``feature_table`` asset stores it: a snapshot of those parts
+(``FeatureStore.snapshot``), written by the IO manager. Then measures, each in a fresh
+child process, its peak resident set (``VmHWM``):
 
 * **ours**: the real ``train_test_split`` asset, materialized with Dagster on that
-  stored table (the feature table's target column, then the training columns of a
-  stratified sample of ``max_rows`` rows; the split written as Parquet), then what
-  ``candidate_model`` reads: the split, loaded by the IO manager, its training rows;
-* **bare**: ``pyarrow.parquet.read_table`` of just the training columns, every row,
-  converted to pandas: the least a reader of the whole table's needed columns holds;
-* **whole** (``--whole``): what training read before: ``pd.read_parquet`` of every
-  column and row, then the stratified split of all of it.
+  snapshot (the target column, then the training columns of a stratified sample of
+  ``max_rows`` rows, derived features computed for them; the split written as
+  Parquet), then what ``candidate_model`` reads: the split, loaded by the IO manager,
+  its training rows;
+* **bare**: ``pyarrow`` reading the stored training columns of every part, every row,
+  converted to pandas: the least a reader of the whole table's needed columns holds
+  (derived features, computed from those, not even counted);
+* **whole** (``--whole``): reading every stored column of every row, then the
+  stratified split of all of it.
 
 Each child reports its RSS after its imports and its peak; the figures compared are
 the peaks above that baseline (Dagster, scikit-learn and MLflow imports are the same
@@ -27,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -47,7 +49,7 @@ MEMORY_BUDGET_MB = 1536.0
 # our growth above the imports at most this share of the bare read of the needed columns
 TARGET_RATIO = 1.0
 DATA_SEED = 7
-TABLE_NAME = "feature_table.parquet"
+TABLE_STEM = "feature_table"
 _CHILD_KINDS = ("ours", "bare", "whole")
 
 
@@ -85,103 +87,112 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 # -- the table ------------------------------------------------------------------------
 
 
-def _base_table(rows: int, work: Path) -> Any:
-    """``rows`` generated rows through ingestion and the feature-table build."""
-    from mlplatform.core.batches import parse_time
-    from mlplatform.core.features import build_feature_table
+def write_table(rows: int, base_rows: int, root: Path, work: Path) -> dict[str, Any]:
+    """A feature store of ``rows`` rows under ``root`` and its feature table snapshot.
+
+    ``base_rows`` generated rows go through ingestion; their stored part is tiled with
+    fresh entity ids into batch versions of at most ``ROW_GROUP_ROWS`` rows.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from mlplatform.core.batches import BatchPlan
+    from mlplatform.core.expectations import suite_fingerprint
     from mlplatform.core.generator import generate_ai4i
     from mlplatform.defs.common import DATASET
-    from mlplatform.defs.features import observation_columns
+    from mlplatform.resources.asset_storage import SNAPSHOT_SUFFIX, write_snapshot
     from mlplatform.resources.ingestion import discover, ingest_batch
 
     state = work / "base"
-    landing, store = fresh_state(state)
-    generate_ai4i(rows, seed=DATA_SEED).to_csv(state / "landing" / "base.csv", index=False)
-    found = discover([landing], store)
-    ingest_batch(found.new[0], landing, store, DATASET)
-    observations = store.as_of(
-        DATASET, parse_time(datetime.now(UTC)), columns=observation_columns(DATASET)
+    landing, base_store = fresh_state(state)
+    generate_ai4i(min(rows, base_rows), seed=DATA_SEED).to_csv(
+        state / "landing" / "base.csv", index=False
     )
-    return build_feature_table(observations, DATASET)
-
-
-def write_table(rows: int, base_rows: int, path: Path, work: Path) -> dict[str, Any]:
-    """A feature table of ``rows`` rows at ``path``: the base tiled, entity ids fresh."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from mlplatform.core.features import AS_OF_ATTR, DIGEST_ATTR
-    from mlplatform.defs.common import DATASET
-
-    base = _base_table(min(rows, base_rows), work)
-    attrs = {AS_OF_ATTR: datetime.now(UTC).isoformat(), DIGEST_ATTR: f"tiled-{rows}"}
-    tile = pa.Table.from_pandas(base, preserve_index=False)
-    tile = tile.replace_schema_metadata(
-        {**(tile.schema.metadata or {}), b"PANDAS_ATTRS": json.dumps(attrs)}
-    )
-    id_index = tile.schema.get_field_index(DATASET.entity_id)
-    ids = np.asarray(base[DATASET.entity_id], dtype="int64")
+    found = discover([landing], base_store)
+    base_manifest = ingest_batch(found.new[0], landing, base_store, DATASET).manifest
+    base = base_store.read_batch(base_manifest.key)
+    store = type(base_store)(root=str(root))
+    ids = base[DATASET.entity_id].to_numpy(dtype="int64")
     span = int(ids.max()) + 1
-    positives = int(base[DATASET.target].sum())
-    written = 0
-    buffered: list[pa.Table] = []
-    with pq.ParquetWriter(path, tile.schema, compression="snappy") as writer:
-        for copy in range(math.ceil(rows / len(base))):
-            take = min(len(base), rows - written)
-            shifted = pa.array(ids[:take] + copy * span)
-            buffered.append(
-                tile.slice(0, take).set_column(id_index, tile.schema.field(id_index), shifted)
+    copies_per_version = max(1, ROW_GROUP_ROWS // len(base))
+    stamp = pd.Timestamp(datetime.now(UTC)).as_unit("us")
+    written = positives = versions = 0
+    copy = 0
+    while written < rows:
+        tiles = []
+        for _ in range(copies_per_version):
+            take = min(len(base), rows - written - sum(len(t) for t in tiles))
+            if take <= 0:
+                break
+            tile = base.iloc[:take].copy()
+            tile[DATASET.entity_id] = ids[:take] + copy * span
+            tiles.append(tile)
+            copy += 1
+        frame = pd.concat(tiles, ignore_index=True)
+        plan = BatchPlan(f"tile-{versions:05d}", "benchmark", f"tile {versions}", {})
+        with store.writer(plan, stamp + pd.Timedelta(microseconds=versions)) as writer:
+            writer.write_rows(frame, DATASET.event_time)
+            writer.commit(
+                rows_landed=len(frame),
+                rows_quarantined=0,
+                validation=dict(base_manifest.validation),
+                suite=suite_fingerprint(DATASET),
+                stored_check=dict(base_manifest.stored_check),
             )
-            written += take
-            if sum(t.num_rows for t in buffered) >= ROW_GROUP_ROWS or written == rows:
-                group = pa.concat_tables(buffered)
-                full = group.num_rows // ROW_GROUP_ROWS * ROW_GROUP_ROWS
-                if written == rows:
-                    full = group.num_rows
-                if full:
-                    writer.write_table(group.slice(0, full), row_group_size=ROW_GROUP_ROWS)
-                buffered = [group.slice(full)] if full < group.num_rows else []
-    copies, rest = divmod(rows, len(base))
+        written += len(frame)
+        positives += int(np.sum(frame[DATASET.target]))
+        versions += 1
+    snapshot = store.snapshot(DATASET)
+    write_snapshot(snapshot, root / f"{TABLE_STEM}{SNAPSHOT_SUFFIX}")
     return {
-        "rows": written,
-        "positives": positives * copies + int(base[DATASET.target].iloc[:rest].sum()),
-        "row_groups": pq.ParquetFile(path).metadata.num_row_groups,
-        "file_mb": path.stat().st_size / 1e6,
+        "rows": snapshot.num_rows,
+        "positives": positives,
+        "parts": len(snapshot.parts),
+        "file_mb": sum((root / p.path).stat().st_size for p in snapshot.parts) / 1e6,
+        "paths": [str(root / p.path) for p in snapshot.parts],
     }
 
 
 # -- child processes ------------------------------------------------------------------
 
 
-def _bare(table: Path, columns: list[str]) -> dict[str, Any]:
-    """The limit: the needed columns of every row, read whole (pyarrow and pandas only)."""
-    import pandas  # noqa: F401  (imported before the baseline, as the other children do)
-    import pyarrow.parquet as pq
+def _parts(root: Path) -> list[str]:
+    from mlplatform.resources.asset_storage import SNAPSHOT_SUFFIX, read_snapshot
 
+    snapshot = read_snapshot(root / f"{TABLE_STEM}{SNAPSHOT_SUFFIX}")
+    return [str(root / p.path) for p in snapshot.parts]
+
+
+def _bare(root: Path, columns: list[str]) -> dict[str, Any]:
+    """The limit: the stored needed columns of every row, read whole (pyarrow and pandas)."""
+    import pandas  # noqa: F401  (imported before the baseline, as the other children do)
+    import pyarrow.dataset as ds
+
+    paths = _parts(root)
     before = stage_peak_mb()
     started = time.perf_counter()
-    frame = pq.read_table(table, columns=columns).to_pandas()
+    frame = ds.dataset(paths, format="parquet").to_table(columns=columns).to_pandas()
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "rows": len(frame), "rss_before_mb": before}
 
 
-def _whole(table: Path) -> dict[str, Any]:
+def _whole(root: Path) -> dict[str, Any]:
     """What training read before: every column and row, then the split of all of it."""
-    import pandas as pd
+    import pyarrow.dataset as ds
 
     from mlplatform.core.split import stratified_split
     from mlplatform.defs.common import DATASET
 
+    paths = _parts(root)
     before = stage_peak_mb()
     started = time.perf_counter()
-    frame = pd.read_parquet(table)
+    frame = ds.dataset(paths, format="parquet").to_table().to_pandas()
     split, _ = stratified_split(frame, DATASET.target, test_size=0.3, seed=42)
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "rows": len(split), "rss_before_mb": before}
 
 
-def _ours(table: Path, work: Path, max_rows: int | None) -> dict[str, Any]:
+def _ours(root: Path, work: Path, max_rows: int | None) -> dict[str, Any]:
     """The train_test_split asset through Dagster, then candidate_model's read."""
     import dagster as dg
     import pandas as pd
@@ -196,8 +207,8 @@ def _ours(table: Path, work: Path, max_rows: int | None) -> dict[str, Any]:
     storage = AssetStorage(base_dir=str(work / "assets"))
     resources = {
         "io_manager": storage,
-        "feature_io_manager": AssetStorage(base_dir=str(table.parent)),
-        "feature_store": FeatureStore(root=str(work / "feature_store")),
+        "feature_io_manager": AssetStorage(base_dir=str(root)),
+        "feature_store": FeatureStore(root=str(root)),
     }
     config = {} if max_rows is None else {"max_rows": max_rows}
     instance = dg.DagsterInstance.ephemeral()
@@ -289,14 +300,16 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="training-memory-") as tmp:
         work = Path(tmp)
-        table = work / TABLE_NAME
+        table = work / "feature_store"
         started = time.perf_counter()
         written = write_table(args.rows, args.base_rows, table, work)
         print(
-            f"feature table: {written['rows']:,} rows, {written['row_groups']} row groups, "
-            f"{written['file_mb']:.0f} MB in {time.perf_counter() - started:.1f} s (not timed)"
+            f"feature store: {written['rows']:,} rows in {written['parts']} parts, "
+            f"{written['file_mb']:.0f} MB, and its snapshot, in "
+            f"{time.perf_counter() - started:.1f} s (not timed)"
         )
-        columns = training_columns(DATASET)
+        derived = {d.name for d in DATASET.derived}
+        columns = [c for c in training_columns(DATASET) if c not in derived]
         runs = {"bare": _run_child("bare", table, work, None, columns)}
         runs["ours"] = _run_child("ours", table, work, max_rows)
         if args.whole:
@@ -322,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "rows": args.rows,
         "file_mb": round(written["file_mb"], 1),
-        "row_groups": written["row_groups"],
+        "parts": written["parts"],
         "max_rows": max_rows,
         "sampled_rows": ours["rows"],
         "train_rows": ours["train_rows"],

@@ -521,6 +521,7 @@ def _reconcile(registry: MlflowRegistry, ledger: PromotionLedger) -> None:
 
 def _print_state(paths: StatePaths) -> int:
     from mlplatform.core.ledger import ledger_champion
+    from mlplatform.resources.asset_storage import SNAPSHOT_SUFFIX
 
     resources_ = _resources(paths)
     registry: MlflowRegistry = resources_["mlflow_registry"]
@@ -556,7 +557,11 @@ def _print_state(paths: StatePaths) -> int:
     )
     files = predictions.files()
     print(f"predictions:   {files[-1] if files else 'none yet'}")
-    print(f"feature table: {paths.feature_store / 'feature_table.parquet'}")
+    snapshot_file = paths.feature_store / f"feature_table{SNAPSHOT_SUFFIX}"
+    print(
+        f"feature table: {snapshot_file if snapshot_file.is_file() else 'none yet'}   (one "
+        "Parquet file: mlplatform features --out table.parquet)"
+    )
     store: FeatureStore = resources_["feature_store"]
     current = store.latest()
     rows = sum(m.rows_stored for m in current)
@@ -880,11 +885,15 @@ def _ingest_exit_code(rejected: list[str], failed: list[str]) -> int:
 
 
 def cmd_features(args: argparse.Namespace) -> int:
-    """Write the feature table as the store knew it at ``--as-of`` (default now) to ``--out``."""
+    """Write the feature table as the store knew it at ``--as-of`` (default now) to ``--out``.
+
+    The same snapshot the ``feature_table`` asset makes for that time: the same rows
+    and the same digest (a training run records both), written as one Parquet file.
+    """
     from mlplatform.core.batches import parse_time
-    from mlplatform.core.digest import frame_digest
-    from mlplatform.core.features import build_feature_table
+    from mlplatform.core.features import table_columns
     from mlplatform.defs.common import DATASET
+    from mlplatform.resources.feature_tables import read_features
     from mlplatform.resources.files import write_parquet_atomic
 
     paths = StatePaths.from_env()
@@ -897,15 +906,15 @@ def cmd_features(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not out.parent.is_dir():
         raise CliError(f"--out {out}: the folder {out.parent} does not exist")
-    rows = store.as_of(DATASET, when)
-    if rows.empty:
+    snapshot = store.snapshot(DATASET, when)
+    if not snapshot.num_rows:
         print(f"the feature store has no rows as of {args.as_of or 'now'}", file=sys.stderr)
         return EXIT_RUN_FAILED
-    table = build_feature_table(rows, DATASET)
-    digest = frame_digest(table)
+    stored = store.table(snapshot)
+    table = read_features(stored, DATASET, table_columns(DATASET, stored.columns))
     write_parquet_atomic(table, out)
-    print(f"{len(table):,} rows as of {when.isoformat() if when else 'now'} -> {out}")
-    print(f"dataset digest: {digest}")
+    print(f"{len(table):,} rows as of {snapshot.as_of} -> {out}")
+    print(f"dataset digest: {snapshot.digest}")
     return EXIT_OK
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -30,6 +29,9 @@ import pytest
 
 from mlplatform.core.features import DIGEST_ATTR
 from mlplatform.core.generator import generate_ai4i
+from mlplatform.paths import StatePaths
+from mlplatform.resources.files import write_parquet_atomic
+from mlplatform_tests.defs.helpers import read_feature_table
 from mlplatform_tests.test_definitions import EXPECTED_GROUPS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,7 +84,7 @@ class MainCommandRuns:
     root: Path
     first: subprocess.CompletedProcess[str]
     second: subprocess.CompletedProcess[str]
-    first_table: Path  # the feature table as the first run left it
+    first_table: Path  # the feature table as the first run left it, as one Parquet file
     between: str  # an ISO time after the first run and before the second
 
 
@@ -94,7 +96,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> MainCommandRuns:
     assert first.returncode == 0, first.stdout + first.stderr
     assert "champion:      models:/ai4i-failure-classifier@champion = version 1" in first.stdout
     first_table = root.parent / "feature_table_after_first_run.parquet"
-    shutil.copyfile(root / "feature_store" / "feature_table.parquet", first_table)
+    write_parquet_atomic(read_feature_table(StatePaths(root)), first_table)
     between = datetime.now(UTC).isoformat()
     time.sleep(0.01)
     second = _mlplatform(root, "run")

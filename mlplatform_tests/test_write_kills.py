@@ -27,13 +27,18 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from mlplatform.core.features import model_inputs
+from mlplatform.core.features import add_derived, model_inputs
 from mlplatform.defs.common import DATASET
 from mlplatform.defs.resources import build_resources
 from mlplatform.paths import StatePaths
 from mlplatform.resources.feature_store import FeatureStore
 from mlplatform.resources.mlflow_registry import MlflowRegistry
-from mlplatform_tests.defs.helpers import LENIENT, land_sample, materialize_all
+from mlplatform_tests.defs.helpers import (
+    LENIENT,
+    land_sample,
+    materialize_all,
+    read_feature_table,
+)
 from mlplatform_tests.kills import kill_when_marked
 
 pytestmark = [pytest.mark.slow]
@@ -68,7 +73,7 @@ def _copy(served: StatePaths, root: Path) -> StatePaths:
 
 
 def _kill_inside(write: str, state: StatePaths, tmp_path: Path) -> dict[str, Any]:
-    """Run ``write`` in a child and SIGKILL it inside its first temporary Parquet file."""
+    """Run ``write`` in a child and SIGKILL it inside its first temporary file."""
     marker = tmp_path / f"{write}.marker"
     env = {**os.environ, "GX_ANALYTICS_ENABLED": "false", "MLFLOW_ENABLE_TELEMETRY": "false"}
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLPLATFORM_LEDGER_URL"):
@@ -78,8 +83,12 @@ def _kill_inside(write: str, state: StatePaths, tmp_path: Path) -> dict[str, Any
     facts: dict[str, Any] = json.loads(marker.read_text())
     half = Path(facts["file"])
     assert half.is_file() and half.stat().st_size > 0, facts  # the kill left it half written
-    with pytest.raises(Exception, match=r"(?i)parquet|footer|magic|size"):
-        pq.read_table(half)
+    if half.suffix == ".json":
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(half.read_text())
+    else:
+        with pytest.raises(Exception, match=r"(?i)parquet|footer|magic|size"):
+            pq.read_table(half)
     return facts
 
 
@@ -104,7 +113,8 @@ def _champion_loads(state: StatePaths, rows: pd.DataFrame) -> str:
     registry: MlflowRegistry = build_resources(state)["mlflow_registry"]
     champion = registry.champion()
     assert champion is not None
-    scores = registry.load(champion).predict_proba(model_inputs(rows, DATASET))[:, 1]
+    features = model_inputs(add_derived(rows, DATASET), DATASET)
+    scores = registry.load(champion).predict_proba(features)[:, 1]
     assert len(scores) == len(rows) and ((scores >= 0) & (scores <= 1)).all()
     return champion.version
 
@@ -145,9 +155,9 @@ def test_sigkill_while_writing_the_feature_table_leaves_the_previous_table(
 ) -> None:
     state = _copy(served, tmp_path / "state")
     resources = build_resources(state)
-    table_path = state.feature_store / "feature_table.parquet"
-    before_bytes = table_path.read_bytes()
-    before = pd.read_parquet(table_path)
+    snapshot_path = state.feature_store / "feature_table.snapshot.json"
+    before_bytes = snapshot_path.read_bytes()
+    before = read_feature_table(state)
     land_sample(resources, 700, seed=7, start_udi=1501)
     assert materialize_all(resources, selection=["raw_observations"]).success
     version = _champion_loads(state, before.head(50))
@@ -156,10 +166,11 @@ def test_sigkill_while_writing_the_feature_table_leaves_the_previous_table(
 
     leftover = _leftover(facts, state.feature_store)
     assert leftover.parent == state.feature_store and leftover.name.startswith(".tmp-")
-    assert table_path.read_bytes() == before_bytes  # the previous table, whole
+    assert snapshot_path.read_bytes() == before_bytes  # the previous table, whole
     # the leftover is hidden (a dot file), and read by name by nothing
     visible = sorted(p.name for p in state.feature_store.iterdir() if not p.name.startswith("."))
-    assert "feature_table.parquet" in visible and leftover.name not in visible
+    assert snapshot_path.name in visible and leftover.name not in visible
+    pd.testing.assert_frame_equal(read_feature_table(state), before)
     # the next step reads the table through the IO manager: the previous one, whole
     assert materialize_all(resources, selection=["train_test_split"]).success
     split = pd.read_parquet(state.asset_storage / "train_test_split.parquet")
@@ -168,7 +179,7 @@ def test_sigkill_while_writing_the_feature_table_leaves_the_previous_table(
 
     _age(leftover, HOUR_AND_A_BIT)
     assert materialize_all(resources, selection=["feature_table"]).success
-    after = pd.read_parquet(table_path)
+    after = read_feature_table(state)
     assert len(after) == len(before) + 700
     assert not leftover.exists()
 

@@ -128,6 +128,14 @@ class BatchManifest:
     event_time_min: str | None = None
     event_time_max: str | None = None
     validation: Mapping[str, Any] = field(default_factory=dict)
+    part_rows: Mapping[str, int] = field(default_factory=dict)
+    """Rows of each part (empty in versions written before it was recorded)."""
+    part_sha256: Mapping[str, str] = field(default_factory=dict)
+    """sha256 of each part's bytes as written: what a feature table snapshot names."""
+    suite: str | None = None
+    """Fingerprint of the expectation suite the rows were validated with (None: unknown)."""
+    stored_check: Mapping[str, Any] = field(default_factory=dict)
+    """Great Expectations' verdict on the rows as stored (empty: not recorded)."""
 
     def __post_init__(self) -> None:
         if min(self.rows_landed, self.rows_stored, self.rows_quarantined) < 0:
@@ -150,6 +158,9 @@ class BatchManifest:
         out["quarantine_parts"] = list(self.quarantine_parts)
         out["ref"] = dict(self.ref)
         out["validation"] = dict(self.validation)
+        out["part_rows"] = dict(self.part_rows)
+        out["part_sha256"] = dict(self.part_sha256)
+        out["stored_check"] = dict(self.stored_check)
         return out
 
     @classmethod
@@ -241,23 +252,31 @@ def add_lineage(
     plan: BatchPlan,
     ingested_at: pd.Timestamp,
 ) -> pd.DataFrame:
-    """Stored rows: typed columns, derived features, event time and lineage.
+    """Stored rows: typed columns, event time and lineage.
 
-    A batch without an event time is stamped with its ingestion time.
+    A batch without an event time is stamped with its ingestion time. Derived
+    features are not stored: they are computed from these columns when rows are
+    read (:func:`mlplatform.core.features.add_derived`). Built as one frame from
+    arrays (no column inserted one by one).
     """
     columns: dict[str, Any] = {c: valid[c].array for c in valid.columns}
-    for derived in spec.derived:
-        columns[derived.name] = np.asarray(derived.compute(valid), dtype="float64")
-    out = pd.DataFrame(columns, copy=False)
     stamp = ingested_at.as_unit("us")
+    n = len(valid)
     if spec.event_time is not None:
-        if spec.event_time not in out.columns:
-            out[spec.event_time] = pd.Series(stamp, index=out.index).astype("datetime64[us, UTC]")
+        if spec.event_time not in columns:
+            columns[spec.event_time] = _repeated_stamp(stamp, n)
         else:
-            filled = out[spec.event_time].fillna(stamp)
-            out[spec.event_time] = filled.astype("datetime64[us, UTC]")
-    out["batch_id"] = _repeated_text(plan.key, out.index)
-    out["source"] = _repeated_text(plan.source, out.index)
-    out["source_file"] = _repeated_text(plan.label, out.index)
-    out["ingested_at"] = pd.Series(stamp, index=out.index).astype("datetime64[us, UTC]")
-    return out
+            filled = valid[spec.event_time].fillna(stamp)
+            columns[spec.event_time] = filled.astype("datetime64[us, UTC]").array
+    index = pd.RangeIndex(n)
+    columns["batch_id"] = _repeated_text(plan.key, index).array
+    columns["source"] = _repeated_text(plan.source, index).array
+    columns["source_file"] = _repeated_text(plan.label, index).array
+    columns["ingested_at"] = _repeated_stamp(stamp, n)
+    return pd.DataFrame(columns, index=index, copy=False)
+
+
+def _repeated_stamp(stamp: pd.Timestamp, n: int) -> pd.arrays.DatetimeArray:
+    """``stamp`` (UTC, microseconds) ``n`` times, as a tz-aware array, without objects."""
+    naive = stamp.tz_convert("UTC").tz_localize(None).as_unit("us").asm8
+    return pd.DatetimeIndex(np.full(n, naive, "datetime64[us]")).tz_localize("UTC").array

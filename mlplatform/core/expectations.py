@@ -18,6 +18,7 @@ It takes seconds to import, so it is imported on first use only.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -37,6 +38,8 @@ __all__ = [
     "ValidationSummary",
     "evaluate",
     "row_expectations",
+    "storage_type_expectations",
+    "suite_fingerprint",
     "table_expectations",
     "unexpected_counts",
     "validate",
@@ -167,6 +170,32 @@ def table_expectations(
     return out + [e for e in row_expectations(spec) if e.column is None or e.column in present]
 
 
+def suite_fingerprint(spec: DatasetSpec) -> str:
+    """A short digest of the full suite (:func:`table_expectations`) ``spec`` derives.
+
+    Recorded with every stored batch version: rows validated under another
+    fingerprint (an older range, a new column) are validated again before a
+    feature table serves them.
+    """
+    described = [(e.type, sorted(e.kwargs.items())) for e in table_expectations(spec)]
+    return hashlib.sha256(repr((spec.name, described)).encode()).hexdigest()[:16]
+
+
+def storage_type_expectations(
+    spec: DatasetSpec, columns: list[str], *, required: list[str] | None = None
+) -> list[ExpectationDef]:
+    """The table suite's expectations about columns and storage types, not about values.
+
+    What :func:`table_expectations` adds to the row suite: a check that costs no
+    pass over the rows (GX reads the column's dtype).
+    """
+    return [
+        e
+        for e in table_expectations(spec, columns, required=required)
+        if e.type in _DTYPE_EXPECTATIONS
+    ]
+
+
 @dataclass(frozen=True)
 class FailedExpectation:
     """A failed expectation: what, where, how often, and a few failing values."""
@@ -281,9 +310,14 @@ def _validation_definition(name: str, expectations: list[ExpectationDef]) -> Any
     tag = f"{name}-{len(_VALIDATORS)}"
     source = ctx.data_sources.add_pandas(f"frames-{tag}")
     batch = source.add_dataframe_asset(f"frame-{tag}").add_batch_definition_whole_dataframe("whole")
-    suite = ctx.suites.add(gx.ExpectationSuite(name=f"suite-{tag}"))
-    for e in expectations:
-        suite.add_expectation(get_expectation_impl(e.type)(**e.kwargs))
+    # the suite is built whole and stored once: suite.add_expectation() re-serializes the
+    # stored suite on every call (a 39-expectation suite: 0.26 s against 0.01 s)
+    suite = ctx.suites.add(
+        gx.ExpectationSuite(
+            name=f"suite-{tag}",
+            expectations=[get_expectation_impl(e.type)(**e.kwargs) for e in expectations],
+        )
+    )
     definition = ctx.validation_definitions.add(
         gx.ValidationDefinition(name=f"validate-{tag}", data=batch, suite=suite)
     )
@@ -468,6 +502,10 @@ def _failing(series: pd.Series, e: ExpectationDef) -> np.ndarray:
     if e.type == "expect_column_values_to_be_in_set":
         return present & ~series.isin(list(e.kwargs["value_set"])).to_numpy(dtype=bool)
     if e.type == UNIQUE_EXPECTATION:
+        if series.dtype.kind in "iuf" and not missing.any():
+            values = series.to_numpy()
+            if len(values) < 2 or bool(np.all(values[1:] > values[:-1])):
+                return np.zeros(len(values), dtype=bool)  # increasing: no value repeats
         return present & series.duplicated(keep=False).to_numpy(dtype=bool)
     raise NotImplementedError(f"no row-by-row evaluation of {e.type}")
 

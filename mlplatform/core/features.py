@@ -6,24 +6,26 @@ declared schema, not by a hand-kept list.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import inspect
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from mlplatform.core.digest import frame_digest
-from mlplatform.core.expectations import ValidationSummary, table_expectations, validate
-from mlplatform.core.schema import DatasetSpec, Role
+from mlplatform.core.schema import DatasetSpec
 
 __all__ = [
     "AS_OF_ATTR",
     "DIGEST_ATTR",
     "LINEAGE",
-    "CheckedTable",
+    "add_derived",
     "build_feature_table",
-    "checked_feature_table",
+    "derived_fingerprint",
     "model_inputs",
+    "stored_columns",
+    "table_columns",
 ]
 
 # ``DataFrame.attrs`` keys a feature table (and the split made from it) carries along.
@@ -74,35 +76,59 @@ def build_feature_table(observations: pd.DataFrame, spec: DatasetSpec) -> pd.Dat
     return pd.DataFrame({c: columns[c] for c in ordered}, copy=False)
 
 
-@dataclass(frozen=True)
-class CheckedTable:
-    """A feature table, its digest and the Great Expectations result of its blocking check."""
+def add_derived(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+    """``frame`` with every derived feature computed from its columns (float64), appended.
 
-    table: pd.DataFrame
-    digest: str
-    check: ValidationSummary
+    The one place derived features are computed, for training and serving alike: the
+    feature store keeps observations, never derived values, so a changed definition
+    applies to every row read afterwards and no stored copy of an older one is ever
+    scored. A column of a derived feature's name already in ``frame`` is replaced.
 
-
-def checked_feature_table(
-    observations: pd.DataFrame, spec: DatasetSpec, *, as_of: str
-) -> CheckedTable:
-    """What the ``feature_table`` asset computes: the table, its digest and its check.
-
-    The table (:func:`build_feature_table`) carries ``as_of`` and the digest in its
-    ``attrs``; the check is the schema's table suite (columns, storage types,
-    ranges, sets, unique entity ids) run by Great Expectations on every row.
+    Raises
+    ------
+    KeyError
+        When ``frame`` lacks a column a derived feature is computed from.
     """
-    table = build_feature_table(observations, spec)
-    digest = frame_digest(table)
-    table.attrs = {AS_OF_ATTR: as_of, DIGEST_ATTR: digest}
-    declared = [c for c in table.columns if c in {x.name for x in spec.columns}]
-    must_have = [spec.entity_id, *spec.names(Role.FEATURE), spec.target]
-    check = validate(
-        table[declared],
-        table_expectations(spec, declared, required=must_have),
-        name=f"{spec.name}-features",
-    )
-    return CheckedTable(table, digest, check)
+    if not spec.derived:
+        return frame
+    computed = {d.name: np.asarray(d.compute(frame), dtype="float64") for d in spec.derived}
+    kept = {c: frame[c].array for c in frame.columns if c not in computed}
+    out = pd.DataFrame({**kept, **computed}, index=frame.index, copy=False)
+    out.attrs = dict(frame.attrs)
+    return out
+
+
+def derived_fingerprint(spec: DatasetSpec) -> str:
+    """A digest of how ``spec``'s derived features are computed (names and code).
+
+    Part of a feature table snapshot's digest: the table's derived columns are
+    computed when it is read, so the same stored rows under another definition are
+    another table.
+    """
+    described = []
+    for d in spec.derived:
+        try:
+            how = d.expression or inspect.getsource(d.compute)
+        except (OSError, TypeError):  # no source (a builtin, a lambda made at runtime)
+            how = f"{d.compute.__module__}.{d.compute.__qualname__}"
+        described.append((d.name, how))
+    return hashlib.sha256(repr(described).encode()).hexdigest()[:16]
+
+
+def stored_columns(spec: DatasetSpec, available: Sequence[str] | None = None) -> list[str]:
+    """The feature table's columns the store keeps: :func:`table_columns` but derived ones."""
+    derived = {d.name for d in spec.derived}
+    return [c for c in table_columns(spec, available) if c not in derived]
+
+
+def table_columns(spec: DatasetSpec, available: Sequence[str] | None = None) -> list[str]:
+    """The feature table's columns, in order: those :func:`build_feature_table` gives.
+
+    Entity id, every model feature, the target, then the :data:`LINEAGE` columns
+    among ``available`` (all of them when None).
+    """
+    lineage = [c for c in LINEAGE if available is None or c in available]
+    return [spec.entity_id, *spec.model_features, spec.target, *lineage]
 
 
 def model_inputs(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:

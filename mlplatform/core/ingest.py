@@ -21,7 +21,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +39,8 @@ from mlplatform.core.expectations import (
     ValidationSummary,
     evaluate,
     row_expectations,
+    storage_type_expectations,
+    table_expectations,
     unexpected_counts,
     validate,
 )
@@ -53,6 +55,7 @@ __all__ = [
     "TypedRows",
     "ValidationMismatch",
     "canonical_columns",
+    "check_stored_rows",
     "clip_texts",
     "empty_quarantine",
     "type_and_validate",
@@ -114,6 +117,16 @@ class TypedBatch:
     rows_landed: int
     validation: ValidationSummary | None = None
     confirm: Callable[[], ValidationSummary] | None = field(default=None, repr=False, compare=False)
+    launch: Callable[[], None] | None = field(default=None, repr=False, compare=False)
+
+    def start_confirmation(self) -> None:
+        """Start Great Expectations' run of the chunk, if it waits to be started.
+
+        A caller that writes the valid rows starts it once they are on their way to
+        disk, so that the two overlap; :meth:`confirmed` starts it otherwise.
+        """
+        if self.launch is not None:
+            self.launch()
 
     def confirmed(self) -> ValidationSummary:
         """The GX summary of the chunk, waiting for a confirmation still running.
@@ -354,6 +367,7 @@ class TypedRows:
     row_numbers: np.ndarray
     values: Mapping[str, np.ndarray | ExtensionArray]
     problems: tuple[pd.DataFrame, ...]
+    _all_stored: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def num_rows(self) -> int:
@@ -375,7 +389,15 @@ class TypedRows:
 
         Integer columns become ``int64`` (``Int64`` when optional) and fail on a
         missing required integer, which only rows that failed validation have.
+        Every row's values are converted once (frames of all rows share them).
+
+        Raises
+        ------
+        ValueError
+            On a missing value in a required integer column.
         """
+        if keep is None and self._all_stored:
+            return pd.DataFrame(self._all_stored, copy=False)
         columns: dict[str, Any] = {}
         for name, values in self.values.items():
             kept = values if keep is None else values[keep]
@@ -384,6 +406,8 @@ class TypedRows:
                 kept = _stored_integers(np.asarray(kept, dtype="float64"), col)
             columns[name] = kept
         columns[ROW_ID] = self.row_numbers if keep is None else self.row_numbers[keep]
+        if keep is None:
+            self._all_stored.update(columns)
         return pd.DataFrame(columns, copy=False)
 
 
@@ -560,6 +584,7 @@ def validate_rows(
     seen_ids: set[int] | SeenIds | None = None,
     confirm_on: Executor | None = None,
     exact: bool = False,
+    start_now: bool = False,
 ) -> TypedBatch:
     """Validate typed rows with GX and split valid rows from bad ones (the second half).
 
@@ -568,9 +593,12 @@ def validate_rows(
     Great Expectations runs the same suite for its summary, which must agree: the
     same failing-row count for every expectation, and its first failing rows among
     those found. Nothing is stored on the evaluation's word alone: a caller that
-    passes ``confirm_on`` (an executor) gets the GX run started there and the
-    batch's :meth:`TypedBatch.confirmed` waits for it and raises
-    :class:`ValidationMismatch` on a disagreement; without ``confirm_on`` GX runs
+    passes ``confirm_on`` (an executor) gets the GX run started there by
+    :meth:`TypedBatch.start_confirmation` (or by :meth:`TypedBatch.confirmed`, which
+    waits for it and raises :class:`ValidationMismatch` on a disagreement), so that it
+    can start it once the rows are being written (``start_now``: at once, before the
+    evaluation, for a caller whose rows are being written already); without
+    ``confirm_on`` GX runs
     here, and a disagreement falls back to ``exact``. ``exact=True`` takes the
     failing rows from Great Expectations itself (``COMPLETE`` results).
     """
@@ -582,8 +610,8 @@ def validate_rows(
     if exact:
         summary = validate(frame, suite, name=name)
         return _split(typed, summary.unexpected, seen_ids, summary=summary)
-    fast = evaluate(frame, suite)
     if confirm_on is None:
+        fast = evaluate(frame, suite)
         try:
             summary = _confirm(
                 fast, validate(frame, suite, name=name, every_row=False), typed.source_file
@@ -592,13 +620,21 @@ def validate_rows(
             _log.warning(f"{exc}; using Great Expectations' rows")
             return validate_rows(typed, seen_ids=seen_ids, exact=True)
         return _split(typed, fast.unexpected, seen_ids, summary=summary)
-    pending = confirm_on.submit(validate, frame, suite, name=name, every_row=False)
-    return _split(
-        typed,
-        fast.unexpected,
-        seen_ids,
-        confirm=lambda: _confirm(fast, pending.result(), typed.source_file),
-    )
+    pending: list[Future[ValidationSummary]] = []
+
+    def launch() -> None:
+        if not pending:
+            pending.append(confirm_on.submit(validate, frame, suite, name=name, every_row=False))
+
+    if start_now:
+        launch()
+    fast = evaluate(frame, suite)
+
+    def confirm() -> ValidationSummary:
+        launch()
+        return _confirm(fast, pending[0].result(), typed.source_file)
+
+    return _split(typed, fast.unexpected, seen_ids, confirm=confirm, launch=launch)
 
 
 def _split(
@@ -608,11 +644,12 @@ def _split(
     *,
     summary: ValidationSummary | None = None,
     confirm: Callable[[], ValidationSummary] | None = None,
+    launch: Callable[[], None] | None = None,
 ) -> TypedBatch:
     """Quarantine the rows ``unexpected`` (and typing) names; keep the others.
 
     The batch's validation summary is built from GX's ``summary``, now or, with
-    ``confirm``, once that returns it.
+    ``confirm``, once that returns it (``launch`` starts that run).
     """
     spec, numbers, n = typed.spec, typed.row_numbers, typed.num_rows
     renamed = typed.table
@@ -729,6 +766,7 @@ def _split(
         rows_landed=n,
         validation=None if summary is None else summarize(summary),
         confirm=None if confirm is None else (lambda: summarize(confirm())),
+        launch=launch,
     )
 
 
@@ -780,3 +818,32 @@ def _value_at(raw_values: dict[str, pa.Array], name: str, i: int) -> str:
         return "<missing>"
     value = arr[i].as_py()
     return "<missing>" if value is None else _clip_text(str(value))
+
+
+def check_stored_rows(
+    stored: pd.DataFrame, spec: DatasetSpec, *, rows_quarantined: int
+) -> ValidationSummary:
+    """Great Expectations' verdict on one chunk's valid rows, as they are stored.
+
+    The full suite of :func:`~mlplatform.core.expectations.table_expectations`, in
+    two halves. Columns and storage types: GX checks them on ``stored`` itself, the
+    frame written (they cost no pass over the rows). The row expectations: GX ran
+    them on these very rows when they landed (:func:`validate_rows`, every row), and
+    when the chunk quarantined no row, GX found no row failing any of them, so that
+    verdict is theirs and they are not run a second time; when rows were
+    quarantined, GX runs the whole suite again on the rows kept.
+
+    ``rows_quarantined`` counts the chunk's quarantined rows once Great Expectations
+    has confirmed them (a chunk it disagrees with is never stored).
+    """
+    declared = [c for c in stored.columns if c in {col.name for col in spec.columns}]
+    frame = stored[declared]
+    if rows_quarantined:
+        return validate(frame, table_expectations(spec, declared), name=f"{spec.name}-stored")
+    types = validate(frame, storage_type_expectations(spec, declared), name=f"{spec.name}-types")
+    landed = [e for e in row_expectations(spec) if e.column is None or e.column in declared]
+    return ValidationSummary(
+        expectations_run=types.expectations_run + len(landed),
+        failed=types.failed,
+        rows_checked=len(stored),
+    )

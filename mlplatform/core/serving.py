@@ -418,9 +418,12 @@ def check_serving_input(
     Returns
     -------
     ServingCheck
-        Required columns are the entity id and every model feature; the event time
-        is read when present (it must then be a timestamp). Other columns are
-        listed in ``extra``; they are not read.
+        Required columns are the entity id and every raw model feature; the event
+        time is read when present (it must then be a timestamp). Derived features
+        are computed from the raw ones when rows are scored
+        (:func:`~mlplatform.core.features.add_derived`), as for training: a column of
+        a derived feature's name is not read. Other columns are listed in ``extra``;
+        they are not read.
 
     Raises
     ------
@@ -443,7 +446,8 @@ def check_serving_input(
             else (_pandas_kind(t), str(t))
             for name, t in schema.items()
         }
-    required = [spec.entity_id, *spec.model_features]
+    derived = {d.name for d in spec.derived}
+    required = [spec.entity_id, *(f for f in spec.model_features if f not in derived)]
     optional = [spec.event_time] if spec.event_time is not None else []
     missing = tuple(c for c in required if c not in kinds)
     mistyped: dict[str, str] = {}
@@ -455,7 +459,7 @@ def check_serving_input(
         kind, shown = kinds[name]
         if kind not in allowed:
             mistyped[name] = f"{shown}, expected {wanted}"
-    read = [c for c in [spec.entity_id, *optional, *spec.model_features] if c in kinds]
+    read = [c for c in [*required, *optional] if c in kinds]
     extra = tuple(c for c in kinds if c not in read)
     return ServingCheck(
         dataset=spec.name,

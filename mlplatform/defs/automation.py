@@ -38,7 +38,7 @@ from mlplatform.core.monitoring import (
 from mlplatform.core.plots import drift_png
 from mlplatform.core.serving import TrainingReference
 from mlplatform.core.triggers import TRIGGER_TAG, Trigger
-from mlplatform.defs.common import image_md
+from mlplatform.defs.common import DATASET, image_md
 from mlplatform.defs.jobs import (
     KIND_TAG,
     TRAINING_KIND,
@@ -227,7 +227,7 @@ def feature_drift_monitor(
         )
     batches = sorted(batches, key=lambda m: m.ingested_at)
     frame = read_recent_rows(
-        feature_store, batches, reference.features, max_rows=settings.drift_max_rows
+        feature_store, batches, reference.features, DATASET, max_rows=settings.drift_max_rows
     )
     report = feature_drift(
         frame,

@@ -39,6 +39,7 @@ def build_resources(
         landing_dir=str(paths.landing),
         archive_dir=str(paths.archive),
         rejected_dir=str(paths.rejected),
+        numeric_columns=DATASET.numeric_headers,
     )
     sql_source = SqlTableSource(
         name=SQL_SOURCE_NAME,

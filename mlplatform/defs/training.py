@@ -7,6 +7,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from mlplatform.core import features as core_features
 from mlplatform.core import models as core_models
 from mlplatform.core import selection as core_selection
 from mlplatform.core import split as core_split
@@ -24,8 +25,9 @@ from mlplatform.core.selection import (
 )
 from mlplatform.core.split import SPLIT_COLUMN, stratified_sample, stratified_split
 from mlplatform.defs.common import DATASET, OWNER, TRAINING, code_version, preview_md
-from mlplatform.resources import asset_storage
+from mlplatform.resources import asset_storage, feature_tables
 from mlplatform.resources.asset_storage import StoredTable
+from mlplatform.resources.feature_tables import read_features
 
 DEFAULT_MAX_SPLIT_ROWS = 1_000_000
 
@@ -160,14 +162,15 @@ def read_split_rows(
     """The rows ``train_test_split`` splits: training columns of a stratified sample.
 
     Only the target column is read whole (to draw the sample); then only the sampled
-    rows of :func:`training_columns`. Returns the rows, with the table's ``attrs``
-    (as-of time, digest), and the table's row count.
+    rows of :func:`training_columns`, derived features computed from the stored ones
+    (:func:`~mlplatform.resources.feature_tables.read_features`). Returns the rows,
+    with the table's ``attrs`` (as-of time, digest), and the table's row count.
     """
     total = table.num_rows
     rows = None
     if max_rows is not None and total > max_rows:
         rows = stratified_sample(table.read_column(spec.target), max_rows, seed=seed)
-    return table.read(training_columns(spec), rows), total
+    return read_features(table, spec, training_columns(spec), rows), total
 
 
 @dg.asset(
@@ -180,7 +183,7 @@ def read_split_rows(
         "SplitConfig",
         "training_columns",
         "read_split_rows",
-        uses=(core_split, asset_storage),
+        uses=(core_split, core_features, asset_storage, feature_tables),
     ),
 )
 def train_test_split(

@@ -43,6 +43,7 @@ import pyarrow.parquet as pq
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
+from mlplatform.core.features import add_derived
 from mlplatform.core.schema import DatasetSpec
 from mlplatform.core.serving import (
     BATCH_PREDICTION_SCHEMA,
@@ -347,7 +348,8 @@ def score_dataset(
             for batch in _batches(dataset, list(columns), batch_rows, row_filter):
                 if batch.num_rows == 0:
                     continue
-                frame = batch.to_pandas()
+                # derived features from the raw ones, as training computed them
+                frame = add_derived(batch.to_pandas(), spec)
                 predictions = score_batch(
                     pipeline,
                     frame,

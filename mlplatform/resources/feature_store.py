@@ -21,15 +21,17 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mlplatform.core.batches import (
@@ -42,14 +44,30 @@ from mlplatform.core.batches import (
     select_versions,
     version_name,
 )
-from mlplatform.core.expectations import ValidationSummary, table_expectations, validate
+from mlplatform.core.expectations import (
+    FailedExpectation,
+    ValidationSummary,
+    suite_fingerprint,
+    table_expectations,
+    validate,
+)
+from mlplatform.core.features import derived_fingerprint, stored_columns
 from mlplatform.core.ingest import QUARANTINE_COLUMNS, empty_quarantine
 from mlplatform.core.schema import DatasetSpec
-from mlplatform.resources.files import TMP_PREFIX, write_bytes_atomic, write_parquet
+from mlplatform.core.snapshots import FeatureSnapshot, SnapshotPart, mask_to_ranges, superseded_rows
+from mlplatform.resources.feature_tables import SnapshotChanged, SnapshotTable
+from mlplatform.resources.files import (
+    TMP_PREFIX,
+    file_sha256,
+    write_bytes_atomic,
+    write_parquet,
+)
 
-__all__ = ["BatchWriter", "FeatureStore"]
+__all__ = ["BatchWriter", "FeatureStore", "SnapshotCheck"]
 
 MANIFEST = "_manifest.json"
+# parts hashed or read at once (hashing and Parquet decoding release the GIL)
+_IO_THREADS = 4
 _STALE_TMP_SECONDS = 3600.0
 
 
@@ -70,6 +88,79 @@ def _read_parquet(paths: list[Path], columns: Sequence[str] | None = None) -> pd
     return table.to_pandas(split_blocks=True, self_destruct=True)
 
 
+@dataclass(frozen=True)
+class SnapshotCheck:
+    """What :meth:`FeatureStore.check_snapshot` found."""
+
+    summary: ValidationSummary
+    problems: list[str]
+    parts_verified: int
+    revalidated: list[str]
+
+    @property
+    def success(self) -> bool:
+        """Whether every part is intact and typed, and every row passed the suite."""
+        return self.summary.success and not self.problems
+
+    def as_metadata(self) -> dict[str, Any]:
+        """Plain values for the asset check: GX's summary, the parts and their problems."""
+        gx = self.summary.as_metadata()
+        return {
+            **{k: v for k, v in gx.items() if k != "failures"},
+            "failures": [*self.problems, *gx["failures"]],
+            "parts_verified": self.parts_verified,
+            "revalidated_batches": list(self.revalidated),
+        }
+
+
+# storage types as Arrow names them in a part's footer, by declared dtype
+_ARROW_TYPES: dict[str, tuple[Callable[[pa.DataType], bool], str]] = {
+    "int64": (pa.types.is_int64, "int64"),
+    "float64": (pa.types.is_float64, "double"),
+    "string": (lambda t: pa.types.is_string(t) or pa.types.is_large_string(t), "string"),
+    "timestamp": (pa.types.is_timestamp, "timestamp"),
+}
+
+
+def _schema_problems(
+    spec: DatasetSpec, columns: Sequence[str], schema: pa.Schema, part: SnapshotPart
+) -> list[str]:
+    """What a part's footer lacks of the table's columns and their storage types."""
+    declared = {c.name: c.dtype for c in spec.columns}
+    declared.update({d.name: "float64" for d in spec.derived})
+    problems = []
+    where = f"batch {part.batch} ({part.path})"
+    for name in columns:
+        if name not in schema.names:
+            problems.append(
+                f"{where}: no column {name!r} (stored under an older schema: materialize "
+                "this raw_observations partition again)"
+            )
+            continue
+        dtype = declared.get(name)
+        if dtype is None:
+            continue
+        accepts, shown = _ARROW_TYPES[dtype]
+        found = schema.field(name).type
+        if not accepts(found):
+            problems.append(f"{where}: column {name!r} stored as {found}, declared {shown}")
+    return problems
+
+
+def _recorded_summary(recorded: Mapping[str, Any]) -> ValidationSummary:
+    """A version's recorded stored-rows verdict as a summary (failures as recorded)."""
+    failures = [str(f) for f in recorded.get("failures", [])]
+    return ValidationSummary(
+        expectations_run=int(recorded.get("expectations_run", 0)),
+        failed=[FailedExpectation(f, None, 0, []) for f in failures],
+        rows_checked=int(recorded.get("rows_checked", 0)),
+    )
+
+
+def _stamp(value: Any) -> pd.Timestamp | None:
+    return None if value is None else pd.Timestamp(value)
+
+
 class BatchWriter:
     """Writes one new version of a batch; nothing is visible until :meth:`commit`.
 
@@ -88,9 +179,11 @@ class BatchWriter:
         self.tmp = folder / f"{TMP_PREFIX}{self.version}-{uuid.uuid4().hex[:8]}"
         self.tmp.mkdir(parents=True)
         self.parts: list[str] = []
+        self._next_part = 0
         self.quarantine_parts: list[str] = []
         # per row part: (rows, earliest event time, latest event time), once written
         self._stats: dict[str, tuple[int, pd.Timestamp | None, pd.Timestamp | None]] = {}
+        self._sha256: dict[str, str] = {}
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-writer")
         self._pending: Future[None] | None = None
 
@@ -109,21 +202,47 @@ class BatchWriter:
             pending, self._pending = self._pending, None
             pending.result()  # re-raises a failed write here
 
-    def write_rows(self, rows: pd.DataFrame, event_time: str | None = None) -> None:
-        """Append a part of valid rows (``rows`` must not be changed afterwards)."""
+    def write_rows(self, rows: pd.DataFrame, event_time: str | None = None) -> str | None:
+        """Append a part of valid rows (``rows`` must not be changed afterwards).
+
+        The part is read back as written: its footer must hold the rows and columns
+        written, and the sha256 of its bytes is kept for the manifest. Returns the
+        part's name (None for no rows).
+        """
         if rows.empty:
-            return
-        name = f"part-{len(self.parts):05d}.parquet"
+            return None
+        name = f"part-{self._next_part:05d}.parquet"
+        self._next_part += 1
         self.parts.append(name)
 
         def job() -> None:
+            table = pa.Table.from_pandas(rows, preserve_index=False)
             lo = hi = None
             if event_time is not None and event_time in rows.columns:
-                lo, hi = rows[event_time].min(), rows[event_time].max()
-            write_parquet(pa.Table.from_pandas(rows, preserve_index=False), self.tmp / name)
+                bounds = pc.min_max(table.column(event_time))
+                lo = _stamp(bounds["min"].as_py())
+                hi = _stamp(bounds["max"].as_py())
+            path = self.tmp / name
+            write_parquet(table, path)
+            footer = pq.read_metadata(path)
+            if footer.num_rows != len(rows) or footer.num_columns != len(rows.columns):
+                raise OSError(
+                    f"{path}: wrote {len(rows):,} rows of {len(rows.columns)} columns but the "
+                    f"file says {footer.num_rows:,} rows of {footer.num_columns}"
+                )
+            self._sha256[name] = file_sha256(path)
             self._stats[name] = (len(rows), lo, hi)
 
         self._submit(job)
+        return name
+
+    def discard(self, name: str) -> None:
+        """Drop the part ``name`` written earlier (its rows were not all valid after all)."""
+        self._wait()
+        self.parts.remove(name)
+        self._stats.pop(name, None)
+        self._sha256.pop(name, None)
+        (self.tmp / name).unlink(missing_ok=True)
 
     def write_quarantine(self, quarantine: pd.DataFrame) -> None:
         """Append a part of quarantined rows (one row per failed row, column, expectation)."""
@@ -136,9 +255,19 @@ class BatchWriter:
         self.quarantine_parts.append(name)
 
     def commit(
-        self, *, rows_landed: int, rows_quarantined: int, validation: dict[str, Any]
+        self,
+        *,
+        rows_landed: int,
+        rows_quarantined: int,
+        validation: dict[str, Any],
+        suite: str | None = None,
+        stored_check: dict[str, Any] | None = None,
     ) -> BatchManifest:
-        """Write the manifest and make the version visible (one rename)."""
+        """Write the manifest and make the version visible (one rename).
+
+        ``suite`` is the fingerprint of the suite the rows were validated with and
+        ``stored_check`` Great Expectations' verdict on the rows as stored.
+        """
         self._wait()
         self._pool.shutdown()
         lows = [lo for _, lo, _ in self._stats.values() if lo is not None and not pd.isna(lo)]
@@ -160,6 +289,10 @@ class BatchWriter:
             event_time_min=None if event_min is None else event_min.isoformat(),
             event_time_max=None if event_max is None else event_max.isoformat(),
             validation=validation,
+            part_rows={name: self._stats[name][0] for name in self.parts},
+            part_sha256={name: self._sha256[name] for name in self.parts},
+            suite=suite,
+            stored_check=stored_check or {},
         )
         for name in [*self.parts, *self.quarantine_parts]:
             with open(self.tmp / name, "rb") as fh:
@@ -315,6 +448,137 @@ class FeatureStore(dg.ConfigurableResource):
             suite = table_expectations(spec, list(stored.columns))
             check = check.merge(validate(stored, suite, name=f"{spec.name}-stored"))
         return check
+
+    # feature table snapshots -------------------------------------------------------------
+
+    def snapshot(
+        self,
+        spec: DatasetSpec,
+        as_of: str | pd.Timestamp | None = None,
+        *,
+        created_at: pd.Timestamp | None = None,
+    ) -> FeatureSnapshot:
+        """The feature table as of ``as_of`` (default: now), as the stored parts it reads.
+
+        Every batch's newest version ingested at or before ``as_of``, each part named
+        by its path and sha256, and the rows a later reading of the same entity
+        superseded (the entity ids are read to find them; no other value is). The
+        same rows, in the same order, as :meth:`as_of` gives; read with
+        :func:`~mlplatform.resources.feature_tables.read_features`, the same frame as
+        ``build_feature_table(as_of(...))``.
+        """
+        when = parse_time(as_of) if as_of is not None else parse_time(pd.Timestamp.now("UTC"))
+        versions = self.latest(when)
+        located = [
+            (m, name, self._batches / m.key / m.version / name)
+            for m in versions
+            for name in m.parts
+        ]
+        schemas = [pq.read_schema(path) for _, _, path in located]
+        available = set.intersection(*(set(s.names) for s in schemas)) if schemas else set()
+        columns = stored_columns(spec, sorted(available))
+        with ThreadPoolExecutor(max_workers=_IO_THREADS, thread_name_prefix="snapshot") as pool:
+            # versions written before part digests were recorded are hashed now
+            digests = list(
+                pool.map(
+                    lambda item: item[0].part_sha256.get(item[1]) or file_sha256(item[2]), located
+                )
+            )
+            ids = list(
+                pool.map(
+                    lambda item: (
+                        pq.read_table(item[2], columns=[spec.entity_id]).column(0).to_numpy()
+                    ),
+                    located,
+                )
+            )
+        dropped = superseded_rows(ids)
+        root = Path(self.root)
+        parts = tuple(
+            SnapshotPart(
+                path=path.relative_to(root).as_posix(),
+                batch=m.key,
+                version=m.version,
+                rows=len(found),
+                sha256=digest,
+                superseded=mask_to_ranges(mask),
+            )
+            for (m, _, path), digest, found, mask in zip(
+                located, digests, ids, dropped, strict=True
+            )
+        )
+        stamp = created_at if created_at is not None else pd.Timestamp.now("UTC")
+        return FeatureSnapshot(
+            dataset=spec.name,
+            as_of=when.isoformat(),
+            columns=tuple(columns),
+            parts=parts,
+            features=derived_fingerprint(spec),
+            created_at=parse_time(stamp).isoformat(),
+        )
+
+    def labels(self, keys: Sequence[str]) -> dict[str, str]:
+        """What an operator calls each batch of ``keys`` (its file's name, its SQL range)."""
+        wanted = set(keys)
+        return {m.key: m.label for m in self.manifests() if m.key in wanted}
+
+    def table(self, snapshot: FeatureSnapshot) -> SnapshotTable:
+        """``snapshot`` read from this store's parts (unread until asked)."""
+        return SnapshotTable(snapshot, Path(self.root))
+
+    def check_snapshot(self, spec: DatasetSpec, table: SnapshotTable) -> SnapshotCheck:
+        """Whether ``snapshot`` may train a model: its parts intact, typed and validated.
+
+        * every part's bytes are those recorded (sha256), read whole;
+        * every part's footer holds the table's columns in their declared storage types;
+        * every batch version's rows passed Great Expectations' full suite as stored,
+          under the suite the schema derives now: the verdict recorded when the version
+          was committed (:attr:`BatchManifest.stored_check`) when its suite fingerprint
+          is the current one, else GX validates the stored rows now
+          (:meth:`validate_stored`: versions stored before a range or column changed,
+          or before verdicts were recorded).
+
+        Entity ids are unique by construction: the snapshot keeps one row per entity.
+        ``table`` remembers the parts verified (reading it later hashes none again).
+        """
+        snapshot = table.snapshot
+        problems: list[str] = []
+        by_key = {(m.key, m.version): m for m in self.manifests()}
+
+        def verify(part: SnapshotPart) -> str | None:
+            try:
+                table.verify(part)
+            except SnapshotChanged as exc:
+                return str(exc)
+            return None
+
+        with ThreadPoolExecutor(max_workers=_IO_THREADS, thread_name_prefix="verify") as pool:
+            problems += [p for p in pool.map(verify, snapshot.parts) if p is not None]
+        for part in snapshot.parts:
+            path = table.path_of(part)
+            if not path.is_file():
+                continue
+            problems += _schema_problems(spec, snapshot.columns, pq.read_schema(path), part)
+        current = suite_fingerprint(spec)
+        summary = ValidationSummary()
+        revalidated: list[str] = []
+        for key, version in dict.fromkeys((p.batch, p.version) for p in snapshot.parts):
+            manifest = by_key.get((key, version))
+            if manifest is None:
+                problems.append(f"batch {key} version {version}: no committed manifest")
+                continue
+            recorded = manifest.stored_check
+            if manifest.suite == current and recorded:
+                summary = summary.merge(_recorded_summary(recorded))
+                continue
+            revalidated.append(key)
+            summary = summary.merge(self.validate_stored(spec, key, version))
+        return SnapshotCheck(
+            summary=summary,
+            problems=problems,
+            parts_verified=len(snapshot.parts),
+            revalidated=revalidated,
+        )
 
     def as_of(
         self,

@@ -2,11 +2,12 @@
 
 The file is read in chunks, typed and validated exactly as ingestion types a
 landed file (:func:`~mlplatform.core.ingest.type_and_validate`, the label and
-leakage columns optional), and its valid rows, with derived features, are
-streamed into a staging Parquet file. That file is scored by
+leakage columns optional), and its valid rows are streamed into a staging
+Parquet file. That file is scored by
 :func:`~mlplatform.resources.batch_scoring.score_dataset` (train/serve checks,
-one batch at a time) and the predictions are published atomically at ``out``
-(Parquet, or CSV when ``out`` ends in ``.csv``). Rows that fail validation are
+derived features computed as for training, one batch at a time) and the
+predictions are published atomically at ``out`` (Parquet, or CSV when ``out``
+ends in ``.csv``). Rows that fail validation are
 not scored; they are written beside ``out`` with row, column, value and reason,
 so nothing is lost (text that a spreadsheet would run as a formula gets a leading
 ``'``). Memory is bounded by the chunk size, not by the file.
@@ -25,7 +26,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
@@ -102,13 +102,6 @@ def _chunks(path: Path, chunk_rows: int) -> Iterator[tuple[pa.Table, np.ndarray]
         raise FileRejected(label, f"unparseable CSV: {str(exc)[:300]}") from exc
 
 
-def _with_derived(valid: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
-    columns = {c: valid[c].array for c in valid.columns}
-    for derived in spec.derived:
-        columns[derived.name] = np.asarray(derived.compute(valid), dtype="float64")
-    return pd.DataFrame(columns, copy=False)
-
-
 def _write_csv(parquet_path: Path, target: Path) -> None:
     parquet = pq.ParquetFile(parquet_path)
     with pacsv.CSVWriter(target, parquet.schema_arrow) as writer:
@@ -178,7 +171,8 @@ def score_file(
                     )
                 if typed.valid.empty:
                     continue
-                frame = pa.Table.from_pandas(_with_derived(typed.valid, spec), preserve_index=False)
+                # derived features are computed when the rows are scored (score_dataset)
+                frame = pa.Table.from_pandas(typed.valid, preserve_index=False)
                 if writer is None:
                     writer = pq.ParquetWriter(staged, frame.schema)
                 writer.write_table(frame.cast(writer.schema))

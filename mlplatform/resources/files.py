@@ -9,6 +9,7 @@ writer of the same folder may still be busy with a younger one).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -24,6 +25,7 @@ import pyarrow.parquet as pq
 __all__ = [
     "atomic_path",
     "errors_naming",
+    "file_sha256",
     "sweep_stale_files",
     "write_bytes_atomic",
     "write_parquet",
@@ -109,6 +111,12 @@ def write_parquet(table: pa.Table, path: Path) -> None:
     dictionary = [f.name for f in table.schema if not pa.types.is_floating(f.type)]
     with errors_naming(path):
         pq.write_table(table, path, compression="snappy", use_dictionary=dictionary)
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes (hex)."""
+    with errors_naming(path), open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def write_bytes_atomic(data: bytes, target: Path) -> Path:

@@ -15,7 +15,7 @@ import logging
 import queue
 import threading
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -23,18 +23,21 @@ from typing import Any
 import pandas as pd
 
 from mlplatform.core.batches import BatchManifest, BatchPlan, add_lineage, file_batch_key
-from mlplatform.core.expectations import ValidationSummary
+from mlplatform.core.expectations import ValidationSummary, suite_fingerprint
 from mlplatform.core.ingest import (
     PARSE_EXPECTATION,
     QUARANTINE_COLUMNS,
     FileRejected,
     SeenIds,
     TypedBatch,
+    TypedRows,
     ValidationMismatch,
-    type_and_validate,
+    check_stored_rows,
+    type_rows,
+    validate_rows,
 )
 from mlplatform.core.schema import DatasetSpec
-from mlplatform.resources.feature_store import FeatureStore
+from mlplatform.resources.feature_store import BatchWriter, FeatureStore
 from mlplatform.resources.landing import LandingArea
 from mlplatform.resources.sources import BatchSource, RawChunk
 
@@ -203,17 +206,54 @@ def ingest_batch(
     log = log or _log
     stamp = ingested_at if ingested_at is not None else pd.Timestamp(datetime.now(UTC))
     stamp = stamp.as_unit("us")
+    exact, numbers = False, True
     try:
-        try:
-            report = _ingest(plan, source, store, spec, chunk_rows, stamp, log, exact=False)
-        except ValidationMismatch as exc:
-            log.warning(f"{exc}; reading {plan.label} again with Great Expectations' rows")
-            report = _ingest(plan, source, store, spec, chunk_rows, stamp, log, exact=True)
+        while True:
+            try:
+                report = _ingest(
+                    plan, source, store, spec, chunk_rows, stamp, log, exact=exact, numbers=numbers
+                )
+                break
+            except ValidationMismatch as exc:
+                if exact:
+                    raise
+                log.warning(f"{exc}; reading {plan.label} again with Great Expectations' rows")
+                exact = True
+            except _TextNeeded as exc:
+                log.info(f"{exc}; reading {plan.label} again with every column as text")
+                numbers = False
     except FileRejected as exc:
         source.finish(plan, str(exc))
         raise
     source.finish(plan, None)
     return report
+
+
+def _write_early(
+    typed: TypedRows,
+    writer: BatchWriter,
+    spec: DatasetSpec,
+    plan: BatchPlan,
+    stamp: pd.Timestamp,
+) -> tuple[str, pd.DataFrame] | None:
+    """Start writing every row of a chunk whose values all typed; (part, rows) or None.
+
+    None when a value failed typing or a required integer is missing: some row is
+    bad, and only the valid ones are written, once they are known.
+    """
+    if not typed.clean:
+        return None
+    try:
+        stored = typed.stored()
+    except ValueError:  # a missing required integer: that row fails validation
+        return None
+    rows = add_lineage(stored, spec, plan=plan, ingested_at=stamp)
+    name = writer.write_rows(rows, spec.event_time)
+    return None if name is None else (name, rows)
+
+
+class _TextNeeded(Exception):
+    """A chunk read with numbers parsed has rows to quarantine: their text is needed."""
 
 
 def _ingest(
@@ -226,10 +266,17 @@ def _ingest(
     log: logging.Logger,
     *,
     exact: bool,
+    numbers: bool,
 ) -> BatchReport:
-    """One attempt of :func:`ingest_batch`; commits only what GX confirmed."""
+    """One attempt of :func:`ingest_batch`; commits only what GX confirmed.
+
+    With ``numbers`` the source may parse numeric columns as it reads them; without,
+    it is asked for text (``parse_numbers=False``).
+    """
     landed = stored = quarantined = 0
     summary = ValidationSummary()
+    stored_summary = ValidationSummary()
+    stored_checks: list[Future[ValidationSummary]] = []
     sample: list[pd.DataFrame] = []
     seen_ids = SeenIds()
     unconfirmed: TypedBatch | None = None
@@ -237,7 +284,12 @@ def _ingest(
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="gx-validation") as gx,
         store.writer(plan, stamp) as writer,
     ):
-        for i, chunk in enumerate(_prefetched(source.read(plan, chunk_rows))):
+        chunks = (
+            source.read(plan, chunk_rows)
+            if numbers
+            else source.read(plan, chunk_rows, parse_numbers=False)  # type: ignore[call-arg]
+        )
+        for i, chunk in enumerate(_prefetched(chunks)):
             landed += chunk.table.num_rows + len(chunk.rejected)
             if chunk.rejected:
                 bad = _rejected_rows(chunk, plan.label)
@@ -246,18 +298,36 @@ def _ingest(
                 sample.append(bad.head(5))
             if chunk.table.num_rows == 0:
                 continue
-            typed = type_and_validate(
-                chunk.table,
-                spec,
-                plan.label,
-                row_numbers=chunk.row_numbers,
+            typed_rows = type_rows(chunk.table, spec, plan.label, row_numbers=chunk.row_numbers)
+            # Every value typed: every row is likely valid, so its rows start on their
+            # way to disk now, while they are validated (the part is dropped if a row
+            # fails after all; nothing is visible before the commit anyway).
+            early = _write_early(typed_rows, writer, spec, plan, stamp) if not exact else None
+            rows = early[1] if early is not None else None
+            typed = validate_rows(
+                typed_rows,
                 seen_ids=seen_ids,
                 confirm_on=None if exact else gx,
                 exact=exact,
+                start_now=early is not None,
             )
-            # encoded and written on the writer thread while GX validates this chunk
-            writer.write_rows(
-                add_lineage(typed.valid, spec, plan=plan, ingested_at=stamp), spec.event_time
+            if chunk.parsed and typed.rows_quarantined:
+                # the quarantine keeps each bad row's text as landed, which parsing lost
+                raise _TextNeeded(
+                    f"{plan.label}: chunk {i + 1} has {typed.rows_quarantined:,} rows to quarantine"
+                )
+            if early is not None and typed.rows_quarantined:
+                writer.discard(early[0])
+                rows = None
+            if rows is None:
+                # encoded and written on the writer thread while GX validates this chunk
+                rows = add_lineage(typed.valid, spec, plan=plan, ingested_at=stamp)
+                writer.write_rows(rows, spec.event_time)
+            # GX validates the chunk while its rows are written (the two overlap)
+            typed.start_confirmation()
+            # GX's verdict on the rows as stored, on its thread once the chunk's is done
+            stored_checks.append(
+                gx.submit(check_stored_rows, rows, spec, rows_quarantined=typed.rows_quarantined)
             )
             writer.write_quarantine(typed.quarantine)
             stored += len(typed.valid)
@@ -276,10 +346,14 @@ def _ingest(
             summary = summary.merge(unconfirmed.confirmed())
         if landed == 0:
             raise FileRejected(plan.label, "no data rows (a header only, or an empty pull)")
+        for check in stored_checks:
+            stored_summary = stored_summary.merge(check.result())
         manifest = writer.commit(
             rows_landed=landed,
             rows_quarantined=quarantined,
             validation=summary.as_metadata(),
+            suite=suite_fingerprint(spec),
+            stored_check=stored_summary.as_metadata(),
         )
     quarantine_sample = (
         pd.concat(sample, ignore_index=True).head(20)

@@ -46,6 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
+from pydantic import Field
 
 from mlplatform.core.batches import BatchPlan, file_batch_key
 from mlplatform.core.ingest import FileRejected
@@ -70,6 +71,8 @@ SUPPORTED_SUFFIXES = (".csv", ".parquet")
 REASON_SUFFIX = ".reason.txt"
 # blocks of the multi-threaded reader: small enough that both cores parse a file
 _FAST_BLOCK = 1 << 21
+# bytes of a file the multi-threaded reader parses at once (whole lines): its memory bound
+_RANGE_BYTES = 1 << 24
 # pyarrow reads a line that spans at most two blocks: the careful reader's blocks are at
 # least twice the fast reader's, so a long line the fast reader reads it reads too
 _MIN_BLOCK = 2 * _FAST_BLOCK
@@ -142,8 +145,14 @@ def _check_header(path: Path, label: str) -> list[str]:
 
 
 def _open(
-    path: Path, header: list[str], block: int, threads: bool, on_invalid: Any
+    path: Path,
+    header: list[str],
+    block: int,
+    threads: bool,
+    on_invalid: Any,
+    numbers: frozenset[str] = frozenset(),
 ) -> pacsv.CSVStreamingReader:
+    """A streaming reader: every column as text, but those of ``numbers`` as float64."""
     return pacsv.open_csv(
         path,
         read_options=pacsv.ReadOptions(block_size=block, use_threads=threads),
@@ -153,11 +162,16 @@ def _open(
             invalid_row_handler=on_invalid, newlines_in_values=not threads
         ),
         convert_options=pacsv.ConvertOptions(
-            column_types={c: pa.string() for c in header},
+            column_types={c: pa.float64() if c in numbers else pa.string() for c in header},
             strings_can_be_null=True,
             null_values=[""],
         ),
     )
+
+
+def _header_name(raw: str) -> str:
+    """A header field as it is matched against declared names (spaces and BOM dropped)."""
+    return raw.strip().lstrip("\ufeff")
 
 
 class _Chunker:
@@ -237,33 +251,144 @@ class _NotFast(Exception):
     """The fast reader met a row it cannot number (or any error): read carefully instead."""
 
 
-def _read_csv_fast(path: Path, header: list[str], chunk_rows: int) -> Iterator[RawChunk]:
-    """Parse blocks on all cores; only for files without invalid rows (raises _NotFast).
+def _ranges(path: Path) -> Iterator[tuple[int, int]]:
+    """The file cut into byte ranges of about ``_RANGE_BYTES``, each ending after a line break.
 
+    The last range ends at the end of the file. A line longer than a range stays whole
+    in one range. (A line break inside a quoted value may cut it: the fast reader then
+    sees an unterminated quote or a value with a line break, and stops.)
+    """
+    size = path.stat().st_size
+    start = 0
+    with open(path, "rb") as fh:
+        while start < size:
+            end = start + _RANGE_BYTES
+            if end >= size:
+                yield start, size
+                return
+            fh.seek(end)
+            while True:
+                block = fh.read(1 << 20)
+                if not block:
+                    end = size
+                    break
+                # after the first line break, "\n" or "\r" (a "\r\n" cut in two leaves
+                # an empty line, which the parser skips)
+                found = [i for i in (block.find(b"\n"), block.find(b"\r")) if i >= 0]
+                if found:
+                    end += min(found) + 1
+                    break
+                end += len(block)
+            yield start, end
+            start = end
+
+
+def _parse_range(
+    data: pa.Buffer,
+    header: list[str],
+    types: dict[str, pa.DataType],
+    *,
+    first: bool,
+    quoted: bool,
+    on_invalid: Any,
+) -> Iterator[pa.RecordBatch]:
+    """One byte range of a CSV file (whole lines), parsed on all cores into record batches.
+
+    Blocks are split at every line break, which only a quoted value could hold. A
+    range without a quote character (``quoted`` False) cannot: ``pyarrow.csv.read_csv``
+    parses it whole (twice as fast as the streaming reader). A range with one is
+    streamed, so that a quote opened and never closed shows as a value holding a line
+    break (which the caller checks) instead of lines silently gone (``read_csv``
+    drops them).
+    """
+    source = pa.BufferReader(data)
+    read_options = pacsv.ReadOptions(
+        column_names=header, skip_rows=1 if first else 0, use_threads=True, block_size=_FAST_BLOCK
+    )
+    parse_options = pacsv.ParseOptions(invalid_row_handler=on_invalid, newlines_in_values=False)
+    convert_options = pacsv.ConvertOptions(
+        column_types=types, strings_can_be_null=True, null_values=[""]
+    )
+    if quoted:
+        yield from pacsv.open_csv(
+            source,
+            read_options=read_options,
+            parse_options=parse_options,
+            convert_options=convert_options,
+        )
+    else:
+        table = pacsv.read_csv(
+            source,
+            read_options=read_options,
+            parse_options=parse_options,
+            convert_options=convert_options,
+        )
+        yield from table.to_batches()
+
+
+def _read_csv_fast(
+    path: Path,
+    header: list[str],
+    chunk_rows: int,
+    *,
+    numbers: frozenset[str] = frozenset(),
+    skip: int = 0,
+) -> Iterator[RawChunk]:
+    """Parse the file on all cores; only for files without invalid rows (raises _NotFast).
+
+    The file is parsed a byte range at a time (``_RANGE_BYTES``, cut after a line
+    break: the memory bound), each on all cores (:func:`_parse_range`).
     With several threads pyarrow cannot say which line an invalid row was on, so
     the first one (or any parse error) stops this reader; the caller continues
-    with :func:`_read_csv_careful` after the rows already handed out.
+    with another reader after the rows already handed out. Columns of ``numbers``
+    are parsed as float64 as they are read: a value that is no number stops this
+    reader too (the caller reads on with every column as text). The first ``skip``
+    rows (handed out by an earlier reader: rows ``1..skip``) are dropped.
     """
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
         return "error"
 
+    if any("\n" in c or "\r" in c for c in header):
+        raise _NotFast  # a quoted line break in the header: only the careful reader
+    types = {c: pa.float64() if c in numbers else pa.string() for c in header}
     try:
-        reader = _open(path, header, _FAST_BLOCK, True, on_invalid)
-        chunker = _Chunker(reader.schema, chunk_rows)
-        next_row = 1
-        for batch in reader:
-            if _has_line_break(batch):
-                # an open quote may have swallowed lines (the chunker splits blocks at line
-                # breaks, quotes or not): the careful reader tells a closed one from it
-                raise _NotFast
-            numbers = np.arange(next_row, next_row + batch.num_rows, dtype="int64")
-            next_row += batch.num_rows
-            for table, rows in chunker.add(batch, numbers):
-                yield RawChunk(table, rows)
+        schema = pa.schema([(c, types[c]) for c in header])
+        chunker = _Chunker(schema, chunk_rows)
+        next_row, to_skip = 1, skip
+        for start, end in _ranges(path):
+            # read, not mapped: a mapped file's pages would stay in the process's memory
+            with open(path, "rb") as fh:
+                fh.seek(start)
+                raw = fh.read(end - start)
+            quoted = b'"' in raw
+            batches = _parse_range(
+                pa.py_buffer(raw),
+                header,
+                types,
+                first=start == 0,
+                quoted=quoted,
+                on_invalid=on_invalid,
+            )
+            del raw
+            for batch in batches:
+                if quoted and _has_line_break(batch):
+                    # an open quote may have swallowed lines (blocks are split at line
+                    # breaks, quotes or not): the careful reader tells a closed one
+                    raise _NotFast
+                numbered = np.arange(next_row, next_row + batch.num_rows, dtype="int64")
+                next_row += batch.num_rows
+                if to_skip:
+                    dropped = min(to_skip, batch.num_rows)
+                    batch, numbered = batch.slice(dropped), numbered[dropped:]
+                    to_skip -= dropped
+                for rows_table, rows in chunker.add(batch, numbered):
+                    yield RawChunk(rows_table, rows, parsed=numbers)
+        if to_skip:
+            raise RuntimeError(f"{path.name}: {skip} rows handed out, {skip - to_skip} read")
         if chunker.rows or next_row == 1:
-            for table, rows in chunker.flush():
-                yield RawChunk(table, rows)
+            for rows_table, rows in chunker.flush():
+                yield RawChunk(rows_table, rows, parsed=numbers)
     except Exception as exc:
         raise _NotFast from exc
 
@@ -367,23 +492,38 @@ def _read_csv_careful(
         raise FileRejected(label, f"unreadable csv file: {exc}") from exc
 
 
-def _read_csv(path: Path, label: str, chunk_rows: int, *, fast: bool = True) -> Iterator[RawChunk]:
+def _read_csv(
+    path: Path,
+    label: str,
+    chunk_rows: int,
+    *,
+    fast: bool = True,
+    numeric: frozenset[str] = frozenset(),
+) -> Iterator[RawChunk]:
     """The file's rows in chunks of exactly ``chunk_rows`` parsed rows (the last may be short).
 
-    First on all cores (``fast``); at the first invalid row or parse error, the
-    rest is read on one thread, which numbers and quarantines invalid rows and
-    names the line of a fatal error. Both cut and number rows identically.
+    First on all cores (``fast``), with the columns ``numeric`` names (header names,
+    matched without surrounding spaces) parsed as numbers while they are read; at the
+    first value that is no number, every column is read as text from there on; at the
+    first invalid row or parse error, the rest is read on one thread, which numbers
+    and quarantines invalid rows and names the line of a fatal error. All readers cut
+    and number rows identically, and each continues after the rows handed out.
     """
     header = _check_header(path, label)
     handed_out = 0
     if fast:
-        try:
-            for chunk in _read_csv_fast(path, header, chunk_rows):
-                handed_out += chunk.table.num_rows
-                yield chunk
-            return
-        except _NotFast:
-            pass
+        as_numbers = frozenset(c for c in header if _header_name(c) in numeric)
+        attempts = [as_numbers, frozenset()] if as_numbers else [frozenset()]
+        for numbers in attempts:
+            try:
+                for chunk in _read_csv_fast(
+                    path, header, chunk_rows, numbers=numbers, skip=handed_out
+                ):
+                    handed_out += chunk.table.num_rows
+                    yield chunk
+                return
+            except _NotFast:
+                continue
     yield from _read_csv_careful(path, label, header, chunk_rows, skip=handed_out)
 
 
@@ -595,12 +735,16 @@ def inbox_entries(folder: Path) -> InboxEntries:
     return InboxEntries(files, left_alone)
 
 
-def read_landed_file(path: Path, label: str, chunk_rows: int) -> Iterator[RawChunk]:
-    """A landed file's rows in chunks, every CSV column as text, never all at once.
+def read_landed_file(
+    path: Path, label: str, chunk_rows: int, *, numeric: frozenset[str] = frozenset()
+) -> Iterator[RawChunk]:
+    """A landed file's rows in chunks, CSV columns as text, never all at once.
 
     A CSV chunk holds exactly ``chunk_rows`` parsed rows (the last one fewer), with
     the invalid rows of its stretch; a Parquet chunk is one record batch of at most
-    ``chunk_rows`` rows. ``label`` names the file in every error.
+    ``chunk_rows`` rows. ``label`` names the file in every error. CSV columns whose
+    header ``numeric`` names come as float64 while every value of the file parses as
+    a number (:func:`_read_csv`); typing then gives what it gives for their text.
 
     Raises
     ------
@@ -627,7 +771,7 @@ def read_landed_file(path: Path, label: str, chunk_rows: int) -> Iterator[RawChu
     if path.stat().st_size == 0:
         raise FileRejected(label, "the file is empty (0 bytes)")
     if suffix == ".csv":
-        yield from _read_csv(path, label, chunk_rows)
+        yield from _read_csv(path, label, chunk_rows, numeric=numeric)
     else:
         yield from _read_parquet(path, label, chunk_rows)
 
@@ -659,6 +803,13 @@ class LandingArea(dg.ConfigurableResource):
     landing_dir: str
     archive_dir: str
     rejected_dir: str
+    numeric_columns: list[str] = Field(
+        default_factory=list,
+        description="Headers of the columns the dataset declares numeric (source or "
+        "canonical names): a CSV file's values in them are parsed as numbers while it is "
+        "read, on all cores. A file holding any value that is no number there is read on "
+        "as text; typing then judges every value, as for any other column.",
+    )
 
     def pending(self) -> list[LandedFile]:
         """Files waiting in the landing folder, oldest name first; hidden files are ignored.
@@ -757,8 +908,14 @@ class LandingArea(dg.ConfigurableResource):
             plan.label, f"no file with sha256 {sha[:16]}... in landing, archive or rejected area"
         )
 
-    def read(self, plan: BatchPlan, chunk_rows: int) -> Iterator[RawChunk]:
+    def read(
+        self, plan: BatchPlan, chunk_rows: int, *, parse_numbers: bool = True
+    ) -> Iterator[RawChunk]:
         """The planned file's rows in chunks (see :func:`read_landed_file`).
+
+        ``parse_numbers=False`` reads every CSV column as text (``numeric_columns``
+        ignored): what ingestion asks for when a chunk read with numbers parsed has
+        rows to quarantine, whose text it keeps.
 
         Raises
         ------
@@ -766,7 +923,8 @@ class LandingArea(dg.ConfigurableResource):
             Naming the file, when it is of an unsupported kind, empty, not UTF-8
             text or not parseable.
         """
-        yield from read_landed_file(self.locate(plan), plan.label, chunk_rows)
+        numeric = frozenset(self.numeric_columns) if parse_numbers else frozenset()
+        yield from read_landed_file(self.locate(plan), plan.label, chunk_rows, numeric=numeric)
 
     def finish(self, plan: BatchPlan, error: str | None) -> None:
         """Archive the file once stored; move it to the rejected area with the reason if not.

@@ -39,6 +39,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from mlplatform.core.batches import BatchManifest
+from mlplatform.core.features import add_derived
 from mlplatform.core.ingest import FileRejected
 from mlplatform.core.monitoring import LIVE_METRIC_COLUMNS, OutcomeParser, ParsedOutcomes
 from mlplatform.core.retry import call_with_retry
@@ -279,6 +280,7 @@ def read_recent_rows(
     store: FeatureStore,
     manifests: Sequence[BatchManifest],
     columns: Sequence[str],
+    spec: DatasetSpec,
     *,
     max_rows: int,
     seed: int = 0,
@@ -288,10 +290,17 @@ def read_recent_rows(
     Reads file by file with column projection; when the batches hold more than
     ``max_rows`` rows, a uniform random sample of that size is kept (a drift test
     needs a sample, not every row), so memory is bounded whatever the batch sizes.
+    Derived features among ``columns`` are computed from the raw model features of
+    the rows read, as training and scoring compute them.
     """
     paths = [p for m in manifests for p in store.batch_paths(m.key, m.version)]
     if not paths:
         return pd.DataFrame(columns=list(columns))
+    derived = {d.name for d in spec.derived}
+    wanted = list(columns)
+    if derived & set(columns):
+        raw = [f for f in spec.model_features if f not in derived]
+        columns = list(dict.fromkeys([*(c for c in columns if c not in derived), *raw]))
     counts = [pq.ParquetFile(p).metadata.num_rows for p in paths]
     total = sum(counts)
     rng = np.random.default_rng(seed)
@@ -308,7 +317,9 @@ def read_recent_rows(
                 tables.append(pq.read_table(path, columns=present).take(pa.array(local)))
         offset += n
     frame = pa.concat_tables(tables, promote_options="default").to_pandas()
-    return frame
+    if derived & set(wanted):
+        frame = add_derived(frame, spec)
+    return frame[[c for c in wanted if c in frame.columns]]
 
 
 def read_champion_predictions(

@@ -38,11 +38,15 @@ class RawChunk:
 
     ``row_numbers`` are the 1-based data-row numbers of ``table``'s rows in the
     source; ``rejected`` are rows of the same stretch that could not be parsed.
+    ``parsed`` names the columns whose text the reader turned into numbers (a CSV
+    reader told which columns are numeric): their text is gone, so a chunk with a
+    row to quarantine is read again as text, to keep what the file said.
     """
 
     table: pa.Table
     row_numbers: np.ndarray
     rejected: tuple[RejectedRow, ...] = field(default=())
+    parsed: frozenset[str] = field(default=frozenset())
 
 
 @runtime_checkable
@@ -60,6 +64,9 @@ class BatchSource(Protocol):
 
     def read(self, plan: BatchPlan, chunk_rows: int) -> Iterator[RawChunk]:
         """The batch's rows in chunks of about ``chunk_rows``, in source order.
+
+        A source whose chunks carry ``parsed`` columns must also take the keyword
+        ``parse_numbers=False`` (every such column as text then).
 
         Raises
         ------

@@ -22,6 +22,7 @@ from mlplatform.core.batches import (
     select_versions,
     version_name,
 )
+from mlplatform.core.features import add_derived
 from mlplatform.core.ingest import type_and_validate
 from mlplatform.core.schema import AI4I
 
@@ -279,7 +280,7 @@ def _valid(with_timestamp: bool) -> pd.DataFrame:
     return batch.valid
 
 
-def test_add_lineage_adds_derived_features_and_lineage_columns() -> None:
+def test_add_lineage_adds_lineage_columns() -> None:
     valid = _valid(with_timestamp=False)
     before = valid.copy()
     plan = _plan()
@@ -289,14 +290,10 @@ def test_add_lineage_adds_derived_features_and_lineage_columns() -> None:
 
     pd.testing.assert_frame_equal(valid, before)  # the input is left alone
     pd.testing.assert_frame_equal(out[list(valid.columns)], valid)
-    derived = [d.name for d in AI4I.derived]
     assert list(out.columns) == [
-        *valid.columns, *derived, "event_time", "batch_id", "source", "source_file", "ingested_at"
+        *valid.columns, "event_time", "batch_id", "source", "source_file", "ingested_at"
     ]  # fmt: skip
     assert set(LINEAGE_COLUMNS) <= set(out.columns)
-    for d in AI4I.derived:
-        assert out[d.name].dtype == np.dtype("float64")
-        np.testing.assert_allclose(out[d.name].to_numpy(), d.compute(valid).to_numpy())
     assert out["batch_id"].dtype == STRING
     assert out["source"].dtype == STRING
     assert out["source_file"].dtype == STRING
@@ -337,12 +334,18 @@ def test_add_lineage_fills_only_the_missing_event_times() -> None:
     assert list(out.columns).count("event_time") == 1
 
 
-def test_add_lineage_on_hand_picked_rows_computes_exact_derived_values() -> None:
+def test_add_lineage_stores_observations_not_derived_features() -> None:
     obs = hand_observations()
     out = add_lineage(obs, AI4I, plan=_plan(), ingested_at=T0)
-    np.testing.assert_allclose(out["temp_diff_k"], [10.5, 8.5])
-    np.testing.assert_allclose(out["strain_min_nm"], [400.0, 2500.0])
+    # derived features are computed when rows are read, never stored
+    assert not {d.name for d in AI4I.derived} & set(out.columns)
+    assert list(out.columns[: len(obs.columns)]) == list(obs.columns)
     assert out["event_time"].tolist() == [T0, T0]
+    assert out["ingested_at"].tolist() == [T0, T0]
+    assert out["batch_id"].tolist() == [_plan().key] * 2
+    derived = add_derived(out, AI4I)
+    np.testing.assert_allclose(derived["temp_diff_k"], [10.5, 8.5])
+    np.testing.assert_allclose(derived["strain_min_nm"], [400.0, 2500.0])
 
 
 # --- times ------------------------------------------------------------------------------------

@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
+import pandas as pd
 
+from mlplatform.core.features import table_columns
 from mlplatform.core.generator import generate_ai4i
 from mlplatform.defs import (
     evaluation,
@@ -17,7 +19,11 @@ from mlplatform.defs import (
     registry,
     training,
 )
+from mlplatform.defs.common import DATASET
 from mlplatform.defs.ingestion import SOURCE_BATCHES_NAME, register_new_batches
+from mlplatform.paths import StatePaths
+from mlplatform.resources.asset_storage import AssetStorage
+from mlplatform.resources.feature_tables import read_features
 from mlplatform.resources.landing import LandingArea
 
 MODULES = [ingestion, features, training, evaluation, registry, inference, monitoring]
@@ -41,6 +47,14 @@ def land_sample(resources: dict[str, Any], rows: int, *, seed: int, start_udi: i
     sample = generate_ai4i(rows, seed=seed, start_udi=start_udi, burn_in=5_000)
     landing.drop(sample, name)
     return name
+
+
+def read_feature_table(state: StatePaths) -> pd.DataFrame:
+    """The feature table the last ``feature_table`` materialization stored, read whole
+    (derived features computed, as training reads them)."""
+    storage = AssetStorage(base_dir=str(state.feature_store))
+    table = storage.load_table(dg.AssetKey("feature_table"))
+    return read_features(table, DATASET, table_columns(DATASET, table.columns))
 
 
 INGESTION_ASSET = "raw_observations"

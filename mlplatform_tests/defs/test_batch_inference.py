@@ -54,9 +54,9 @@ def test_every_new_batch_is_scored_by_the_champion(resources: dict[str, Any]) ->
     assert (predictions["model_version"] == champion.version).all()
     # the label is the pipeline's own decision at its own threshold
     pipeline = registry.load(champion)
-    from mlplatform.core.features import model_inputs
+    from mlplatform.core.features import add_derived, model_inputs
 
-    expected = pipeline.predict(model_inputs(stored, DATASET))
+    expected = pipeline.predict(model_inputs(add_derived(stored, DATASET), DATASET))
     assert predictions["predicted_failure"].tolist() == list(expected)
 
 

@@ -41,6 +41,7 @@ from mlplatform_tests.defs.helpers import (
     land_sample,
     log_messages,
     materialize_all,
+    read_feature_table,
 )
 
 BETWEEN = "expect_column_values_to_be_between"
@@ -361,7 +362,7 @@ def test_file_missing_a_column_is_rejected_and_training_continues(
     land_sample(resources, 1000, seed=4)
     first = materialize_all(resources, LENIENT)
     assert first.success  # a first, good feature table
-    table_before = pd.read_parquet(state.feature_store / "feature_table.parquet")
+    table_before = read_feature_table(state)
     before = _metadata(first.main, "feature_table")
 
     generate_ai4i(100, seed=5, start_udi=1001).drop(columns=["Torque [Nm]"]).to_csv(
@@ -389,7 +390,7 @@ def test_file_missing_a_column_is_rejected_and_training_continues(
     after = _metadata(result.main, "feature_table")
     assert after["dataset_digest"] == before["dataset_digest"]
     assert after["batches"] == before["batches"] == 1
-    table_after = pd.read_parquet(state.feature_store / "feature_table.parquet")
+    table_after = read_feature_table(state)
     pd.testing.assert_frame_equal(table_before, table_after)
 
 

@@ -291,7 +291,9 @@ def test_fast_and_careful_csv_readers_agree_on_every_corpus_file(
 def test_fast_reader_hands_over_to_the_careful_one_at_the_first_invalid_row(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # several of the fast reader's blocks, invalid rows only in the last ones
+    # several of the fast reader's byte ranges (1 MiB here), invalid rows only in the
+    # last ones
+    monkeypatch.setattr(landing_module, "_RANGE_BYTES", 1 << 20)
     lines = generate_ai4i(60_000, seed=5).to_csv(index=False, lineterminator="\n").splitlines()
     lines[50_000] = ",".join(lines[50_000].split(",")[:5])  # too few fields
     lines[55_000] = ""  # a blank line

@@ -25,8 +25,8 @@ from mlplatform.defs.common import DATASET
 from mlplatform.defs.features import feature_table as feature_table_asset
 from mlplatform.defs.training import train_test_split, training_columns
 from mlplatform.paths import StatePaths
-from mlplatform.resources import asset_storage
-from mlplatform.resources.asset_storage import StoredTable
+from mlplatform.resources import feature_tables
+from mlplatform.resources.feature_tables import ParquetTable
 from mlplatform.resources.files import write_parquet_atomic
 from mlplatform_tests.core._frames import feature_table
 
@@ -124,8 +124,8 @@ def test_a_stored_table_reads_chosen_rows_across_batches_and_row_groups(
     arrow = pa.Table.from_pandas(table, preserve_index=False)
     arrow = arrow.replace_schema_metadata(pq.read_schema(path).metadata)
     pq.write_table(arrow, path, row_group_size=64)
-    monkeypatch.setattr(asset_storage, "_READ_BATCH_ROWS", 7)
-    stored = StoredTable(path)
+    monkeypatch.setattr(feature_tables, "_READ_BATCH_ROWS", 7)
+    stored = ParquetTable(path)
     assert stored.num_rows == 500 and stored.attrs == ATTRS
     assert pq.ParquetFile(path).metadata.num_row_groups == 8
 

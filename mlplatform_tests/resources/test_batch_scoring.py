@@ -284,11 +284,29 @@ def test_a_later_file_missing_a_column_is_named_with_its_file(
 def test_mistyped_column_in_memory_dataset(
     model: TrainedModel, reference: TrainingReference, rows_50k: pd.DataFrame, tmp_path: Path
 ) -> None:
-    rows = rows_50k.iloc[:50].assign(power_w=lambda f: f["power_w"].astype(str))
+    rows = rows_50k.iloc[:50].assign(torque_nm=lambda f: f["torque_nm"].astype(str))
     dataset = ds.dataset(pa.Table.from_pandas(rows, preserve_index=False))
-    with pytest.raises(ServingInputError, match=r"'power_w' has type"):
+    with pytest.raises(ServingInputError, match=r"'torque_nm' has type"):
         _run(model, reference, dataset, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_derived_features_are_computed_never_read_from_the_input(
+    model: TrainedModel, reference: TrainingReference, rows_50k: pd.DataFrame, tmp_path: Path
+) -> None:
+    rows = rows_50k.iloc[:200]
+    derived = [d.name for d in AI4I.derived]
+    _run(model, reference, _write(rows, tmp_path / "in" / "full.parquet"), tmp_path / "a")
+    # stored rows carry no derived feature; a stale or broken one in the input is not read
+    raw = rows.drop(columns=derived)
+    _run(model, reference, _write(raw, tmp_path / "raw" / "raw.parquet"), tmp_path / "b")
+    stale = rows.assign(power_w="stale", overstrain_ratio=-1.0)
+    stale_table = pa.Table.from_pandas(stale, preserve_index=False)
+    _run(model, reference, ds.dataset(stale_table), tmp_path / "c")
+    expected = _read(tmp_path / "a" / "2024-06-01")["failure_probability"]
+    for out in ("b", "c"):
+        got = _read(tmp_path / out / "2024-06-01")["failure_probability"]
+        np.testing.assert_array_equal(got.to_numpy(), expected.to_numpy())
 
 
 def test_empty_input_publishes_an_empty_partition_with_the_schema(
