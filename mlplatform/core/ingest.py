@@ -35,6 +35,7 @@ from mlplatform.core.expectations import (
     DUPLICATE_REASON,
     ROW_ID,
     UNIQUE_EXPECTATION,
+    ExpectationDef,
     FailedExpectation,
     ValidationSummary,
     evaluate,
@@ -368,6 +369,9 @@ class TypedRows:
     values: Mapping[str, np.ndarray | ExtensionArray]
     problems: tuple[pd.DataFrame, ...]
     _all_stored: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    _validation: list[Future[ValidationSummary]] = field(
+        default_factory=list, repr=False, compare=False
+    )
 
     @property
     def num_rows(self) -> int:
@@ -383,6 +387,27 @@ class TypedRows:
         """A new frame of the typed values and ``source_row``, as Great Expectations sees them."""
         # copy=False: no consolidation of a million-row chunk into 2-D blocks
         return pd.DataFrame({**self.values, ROW_ID: self.row_numbers}, copy=False)
+
+    def row_suite(self) -> list[ExpectationDef]:
+        """The schema's row expectations about the columns the chunk has."""
+        present = set(self.values) | {ROW_ID}
+        return [e for e in row_expectations(self.spec) if e.column is None or e.column in present]
+
+    def start_validation(self, executor: Executor) -> Future[ValidationSummary]:
+        """Great Expectations' run of the row suite on the chunk (its summary), on ``executor``.
+
+        Started once: later calls return the same run. :func:`validate_rows` confirms
+        its evaluation with it; a caller may start it early, so that it overlaps other
+        work (writing the rows, say).
+        """
+        if not self._validation:
+            name = f"{self.spec.name}-rows"
+            self._validation.append(
+                executor.submit(
+                    validate, self.frame(), self.row_suite(), name=name, every_row=False
+                )
+            )
+        return self._validation[0]
 
     def stored(self, keep: np.ndarray | None = None) -> pd.DataFrame:
         """A new frame of the rows ``keep`` selects (default all) in their declared storage types.
@@ -584,7 +609,6 @@ def validate_rows(
     seen_ids: set[int] | SeenIds | None = None,
     confirm_on: Executor | None = None,
     exact: bool = False,
-    start_now: bool = False,
 ) -> TypedBatch:
     """Validate typed rows with GX and split valid rows from bad ones (the second half).
 
@@ -593,19 +617,17 @@ def validate_rows(
     Great Expectations runs the same suite for its summary, which must agree: the
     same failing-row count for every expectation, and its first failing rows among
     those found. Nothing is stored on the evaluation's word alone: a caller that
-    passes ``confirm_on`` (an executor) gets the GX run started there by
-    :meth:`TypedBatch.start_confirmation` (or by :meth:`TypedBatch.confirmed`, which
+    passes ``confirm_on`` (an executor) gets the GX run there
+    (:meth:`TypedRows.start_validation`: already started by the caller, or started by
+    :meth:`TypedBatch.start_confirmation`, or by :meth:`TypedBatch.confirmed`, which
     waits for it and raises :class:`ValidationMismatch` on a disagreement), so that it
-    can start it once the rows are being written (``start_now``: at once, before the
-    evaluation, for a caller whose rows are being written already); without
-    ``confirm_on`` GX runs
-    here, and a disagreement falls back to ``exact``. ``exact=True`` takes the
-    failing rows from Great Expectations itself (``COMPLETE`` results).
+    can overlap writing the rows; without ``confirm_on`` GX runs here, and a
+    disagreement falls back to ``exact``. ``exact=True`` takes the failing rows from
+    Great Expectations itself (``COMPLETE`` results).
     """
     spec = typed.spec
     frame = typed.frame()
-    present = set(frame.columns)
-    suite = [e for e in row_expectations(spec) if e.column is None or e.column in present]
+    suite = typed.row_suite()
     name = f"{spec.name}-rows"
     if exact:
         summary = validate(frame, suite, name=name)
@@ -620,19 +642,15 @@ def validate_rows(
             _log.warning(f"{exc}; using Great Expectations' rows")
             return validate_rows(typed, seen_ids=seen_ids, exact=True)
         return _split(typed, fast.unexpected, seen_ids, summary=summary)
-    pending: list[Future[ValidationSummary]] = []
+    executor = confirm_on
 
     def launch() -> None:
-        if not pending:
-            pending.append(confirm_on.submit(validate, frame, suite, name=name, every_row=False))
+        typed.start_validation(executor)
 
-    if start_now:
-        launch()
     fast = evaluate(frame, suite)
 
     def confirm() -> ValidationSummary:
-        launch()
-        return _confirm(fast, pending[0].result(), typed.source_file)
+        return _confirm(fast, typed.start_validation(executor).result(), typed.source_file)
 
     return _split(typed, fast.unexpected, seen_ids, confirm=confirm, launch=launch)
 

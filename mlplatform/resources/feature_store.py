@@ -16,6 +16,7 @@ adds a newer version, and :meth:`FeatureStore.as_of` can still read the old one.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -68,6 +70,10 @@ __all__ = ["BatchWriter", "FeatureStore", "SnapshotCheck"]
 MANIFEST = "_manifest.json"
 # parts hashed or read at once (hashing and Parquet decoding release the GIL)
 _IO_THREADS = 4
+# a chunk's rows are written as up to this many parts side by side, of at least
+# _PART_ROWS rows each (encoding and compressing Parquet release the GIL)
+_WRITERS = 2
+_PART_ROWS = 250_000
 _STALE_TMP_SECONDS = 3600.0
 
 
@@ -164,9 +170,10 @@ def _stamp(value: Any) -> pd.Timestamp | None:
 class BatchWriter:
     """Writes one new version of a batch; nothing is visible until :meth:`commit`.
 
-    Parts are converted to Arrow and written on a background thread (both release
-    the GIL) while the caller types and validates the next chunk; at most one write
-    is in flight.
+    Parts are converted to Arrow and written on background threads (both release the
+    GIL) while the caller types and validates the next chunk: a chunk's rows in up to
+    ``_WRITERS`` parts written side by side, and no other write while they are in
+    flight.
     """
 
     def __init__(self, folder: Path, plan: BatchPlan, ingested_at: pd.Timestamp) -> None:
@@ -184,8 +191,8 @@ class BatchWriter:
         # per row part: (rows, earliest event time, latest event time), once written
         self._stats: dict[str, tuple[int, pd.Timestamp | None, pd.Timestamp | None]] = {}
         self._sha256: dict[str, str] = {}
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-writer")
-        self._pending: Future[None] | None = None
+        self._pool = ThreadPoolExecutor(max_workers=_WRITERS, thread_name_prefix="batch-writer")
+        self._pending: list[Future[None]] = []
 
     @property
     def rows_stored(self) -> int:
@@ -193,28 +200,40 @@ class BatchWriter:
         self._wait()
         return sum(rows for rows, _, _ in self._stats.values())
 
-    def _submit(self, job: Callable[[], None]) -> None:
+    def _submit(self, *jobs: Callable[[], None]) -> None:
         self._wait()
-        self._pending = self._pool.submit(job)
+        self._pending = [self._pool.submit(job) for job in jobs]
 
     def _wait(self) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            pending.result()  # re-raises a failed write here
+        pending, self._pending = self._pending, []
+        for job in pending:
+            job.result()  # re-raises a failed write here
 
-    def write_rows(self, rows: pd.DataFrame, event_time: str | None = None) -> str | None:
-        """Append a part of valid rows (``rows`` must not be changed afterwards).
+    def write_rows(self, rows: pd.DataFrame, event_time: str | None = None) -> list[str]:
+        """Append valid rows as parts, in order (``rows`` must not be changed afterwards).
 
-        The part is read back as written: its footer must hold the rows and columns
-        written, and the sha256 of its bytes is kept for the manifest. Returns the
-        part's name (None for no rows).
+        At least ``_PART_ROWS`` rows a part, in up to ``_WRITERS`` parts written side by
+        side. Each part is read back as written: its footer must hold the rows and
+        columns written, and the sha256 of its bytes is kept for the manifest. Returns
+        the parts' names (none for no rows).
         """
         if rows.empty:
-            return None
-        name = f"part-{self._next_part:05d}.parquet"
-        self._next_part += 1
-        self.parts.append(name)
+            return []
+        pieces = max(1, min(_WRITERS, len(rows) // _PART_ROWS))
+        bounds = np.linspace(0, len(rows), pieces + 1).astype(int)
+        jobs, names = [], []
+        for start, stop in itertools.pairwise(bounds):
+            name = f"part-{self._next_part:05d}.parquet"
+            self._next_part += 1
+            self.parts.append(name)
+            names.append(name)
+            jobs.append(self._part_job(rows.iloc[start:stop], event_time, name))
+        self._submit(*jobs)
+        return names
 
+    def _part_job(
+        self, rows: pd.DataFrame, event_time: str | None, name: str
+    ) -> Callable[[], None]:
         def job() -> None:
             table = pa.Table.from_pandas(rows, preserve_index=False)
             lo = hi = None
@@ -233,16 +252,16 @@ class BatchWriter:
             self._sha256[name] = file_sha256(path)
             self._stats[name] = (len(rows), lo, hi)
 
-        self._submit(job)
-        return name
+        return job
 
-    def discard(self, name: str) -> None:
-        """Drop the part ``name`` written earlier (its rows were not all valid after all)."""
+    def discard(self, names: Sequence[str]) -> None:
+        """Drop the parts ``names`` written earlier (their rows were not all valid after all)."""
         self._wait()
-        self.parts.remove(name)
-        self._stats.pop(name, None)
-        self._sha256.pop(name, None)
-        (self.tmp / name).unlink(missing_ok=True)
+        for name in names:
+            self.parts.remove(name)
+            self._stats.pop(name, None)
+            self._sha256.pop(name, None)
+            (self.tmp / name).unlink(missing_ok=True)
 
     def write_quarantine(self, quarantine: pd.DataFrame) -> None:
         """Append a part of quarantined rows (one row per failed row, column, expectation)."""

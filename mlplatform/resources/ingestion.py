@@ -235,8 +235,8 @@ def _write_early(
     spec: DatasetSpec,
     plan: BatchPlan,
     stamp: pd.Timestamp,
-) -> tuple[str, pd.DataFrame] | None:
-    """Start writing every row of a chunk whose values all typed; (part, rows) or None.
+) -> tuple[list[str], pd.DataFrame] | None:
+    """Start writing every row of a chunk whose values all typed; (parts, rows) or None.
 
     None when a value failed typing or a required integer is missing: some row is
     bad, and only the valid ones are written, once they are known.
@@ -248,8 +248,8 @@ def _write_early(
     except ValueError:  # a missing required integer: that row fails validation
         return None
     rows = add_lineage(stored, spec, plan=plan, ingested_at=stamp)
-    name = writer.write_rows(rows, spec.event_time)
-    return None if name is None else (name, rows)
+    names = writer.write_rows(rows, spec.event_time)
+    return (names, rows) if names else None
 
 
 class _TextNeeded(Exception):
@@ -299,17 +299,16 @@ def _ingest(
             if chunk.table.num_rows == 0:
                 continue
             typed_rows = type_rows(chunk.table, spec, plan.label, row_numbers=chunk.row_numbers)
-            # Every value typed: every row is likely valid, so its rows start on their
-            # way to disk now, while they are validated (the part is dropped if a row
-            # fails after all; nothing is visible before the commit anyway).
-            early = _write_early(typed_rows, writer, spec, plan, stamp) if not exact else None
+            # Every value typed: every row is likely valid, so GX starts validating the
+            # chunk now and its rows start on their way to disk meanwhile (the part is
+            # dropped if a row fails after all; nothing is visible before the commit).
+            early = None
+            if typed_rows.clean and not exact:
+                typed_rows.start_validation(gx)
+                early = _write_early(typed_rows, writer, spec, plan, stamp)
             rows = early[1] if early is not None else None
             typed = validate_rows(
-                typed_rows,
-                seen_ids=seen_ids,
-                confirm_on=None if exact else gx,
-                exact=exact,
-                start_now=early is not None,
+                typed_rows, seen_ids=seen_ids, confirm_on=None if exact else gx, exact=exact
             )
             if chunk.parsed and typed.rows_quarantined:
                 # the quarantine keeps each bad row's text as landed, which parsing lost

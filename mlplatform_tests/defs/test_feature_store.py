@@ -457,3 +457,28 @@ def test_a_snapshot_reads_chosen_rows_across_parts_batches_and_superseded_rows(
         table.read(columns, np.array([310]))
     with pytest.raises(KeyError, match="no columns"):
         table.read(["air_temperature_k", "twf"])  # leakage never enters the table
+
+
+def test_a_chunk_is_written_as_parts_side_by_side_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlplatform.resources.feature_store as feature_store_module
+
+    monkeypatch.setattr(feature_store_module, "_PART_ROWS", 40)
+    landing, store = _landing_and_store(tmp_path)
+    frame = generate_ai4i(100, seed=71)
+    frame.loc[[10, 90], "Torque [Nm]"] = -3.0  # two rows to quarantine: early parts dropped
+    frame.to_csv(Path(landing.landing_dir) / "parts.csv", index=False)
+    manifest = _ingest(landing, store, chunk_rows=1_000)
+    # 98 valid rows of one chunk: two parts (of at least 40 rows), written side by side
+    assert manifest.parts == ("part-00002.parquet", "part-00003.parquet")
+    assert list(manifest.part_rows.values()) == [49, 49]
+    rows = store.read_batch(manifest.key)
+    assert rows["source_row"].tolist() == [r for r in range(1, 101) if r not in (11, 91)]
+    assert sorted(p.name for p in (Path(store.root) / "batches").rglob("part-*")) == list(
+        manifest.parts
+    )
+    for name, sha in manifest.part_sha256.items():
+        [path] = (Path(store.root) / "batches").rglob(name)
+        assert file_sha256(path) == sha
+    assert store.read_quarantine()["row_number"].tolist() == [11, 91]
