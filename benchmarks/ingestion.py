@@ -3,16 +3,16 @@
 Generates N rows (:func:`~mlplatform.core.generator.generate_ai4i`, not timed) into
 one CSV file and measures, each path in its own child process:
 
-* **ours**: the path the ``raw_observations`` and ``feature_table`` assets run:
-  landing -> :func:`~mlplatform.resources.ingestion.discover` (sha256 + plan) ->
-  :func:`~mlplatform.resources.ingestion.ingest_batch` (read, type, validate with
-  Great Expectations, store valid rows with derived features and lineage as a new
-  batch version) -> the ingestion asset's check of the stored version
-  (``FeatureStore.validate_stored``: read back, GX table suite) -> the
-  ``feature_table`` asset's own work: ``FeatureStore.as_of``,
-  :func:`~mlplatform.core.features.checked_feature_table` (the table, its digest and
-  its blocking Great Expectations check over every row), written with
-  ``write_parquet_atomic``;
+* **ours**: the path the ``raw_observations`` and ``feature_table`` assets run, with
+  the resources ``build_resources`` configures: landing ->
+  :func:`~mlplatform.resources.ingestion.discover` (sha256 + plan) ->
+  :func:`~mlplatform.resources.ingestion.ingest_batch` (read, type, validate every
+  row with Great Expectations, store the valid rows with their lineage as a new batch
+  version, with GX's verdict on the rows as stored, which the ingestion asset's
+  blocking check reports) -> the ``feature_table`` asset's own work:
+  :func:`~mlplatform.defs.features.table_version` (the snapshot, its blocking check:
+  every part hashed against its digest, footers, recorded verdicts; its metadata),
+  then the snapshot file as the IO manager writes it;
 * **bare**: ``pyarrow.csv.read_csv`` + ``pyarrow.parquet.write_table`` of the same file.
 
 Each repetition runs bare then ours, each in a fresh process and a fresh state

@@ -490,7 +490,10 @@ def _failing(series: pd.Series, e: ExpectationDef) -> np.ndarray:
         return missing
     present = ~missing
     if e.type == "expect_column_values_to_be_between":
-        values = series.to_numpy(dtype="float64", na_value=np.nan)
+        if series.dtype.kind in "iuf":  # NumPy numbers: compared as they are, no copy
+            values = series.to_numpy()
+        else:
+            values = series.to_numpy(dtype="float64", na_value=np.nan)
         bad = np.zeros(len(values), dtype=bool)
         low, high = e.kwargs.get("min_value"), e.kwargs.get("max_value")
         with np.errstate(invalid="ignore"):

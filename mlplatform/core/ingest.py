@@ -246,6 +246,15 @@ def _type_column(
     """Typed values (NaN/NA where missing or bad) and (mask, reason) typing failures."""
     problems: list[tuple[np.ndarray, str]] = []
     flat = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    if col.dtype == "int64" and pa.types.is_int64(flat.type) and flat.null_count == 0:
+        # integers as read (a CSV file's integer literals, a Parquet or SQL int64
+        # column): kept as they are, no copy; only a value past 2**53 fails, as in text
+        values = flat.to_numpy(zero_copy_only=False)
+        huge = (values >= _MAX_EXACT_INT) | (values <= -_MAX_EXACT_INT)
+        if not huge.any():
+            return values, problems
+        numbers = np.where(huge, np.nan, values.astype("float64"))
+        return numbers, [(huge, "integer too large (|value| >= 2**53)")]
     if col.is_numeric:
         numbers, not_number = _to_float(flat)
         problems.append((not_number, "not a number"))
@@ -356,9 +365,10 @@ class SeenIds:
 class TypedRows:
     """One chunk typed by the schema, not yet validated (the first half of type_and_validate).
 
-    ``values`` holds each present column in schema order: numbers as float64 (an
-    integer column too, NaN where missing or not typeable), text as Arrow-backed
-    strings, timestamps in UTC; ``problems`` are the typing failures, as quarantine
+    ``values`` holds each present column in schema order: numbers as float64 (NaN
+    where missing or not typeable; an integer column too, unless it was read as
+    integers with none missing or too large: then as those int64 values), text as
+    Arrow-backed strings, timestamps in UTC; ``problems`` are the typing failures, as quarantine
     rows (without file and record).
     """
 
@@ -428,7 +438,7 @@ class TypedRows:
             kept = values if keep is None else values[keep]
             col = self.spec.column(name)
             if col.dtype == "int64":
-                kept = _stored_integers(np.asarray(kept, dtype="float64"), col)
+                kept = _stored_integers(np.asarray(kept), col)
             columns[name] = kept
         columns[ROW_ID] = self.row_numbers if keep is None else self.row_numbers[keep]
         if keep is None:
@@ -437,13 +447,17 @@ class TypedRows:
 
 
 def _stored_integers(values: np.ndarray, col: ColumnSpec) -> np.ndarray | ExtensionArray:
-    """Typed integers (float64, exact below 2**53, NaN if missing) as ``int64`` or ``Int64``.
+    """Typed integers (int64, or float64 exact below 2**53 with NaN if missing) as ``int64``
+    or ``Int64``.
 
     Raises
     ------
     ValueError
         On a missing value in a required column (only a row that failed validation has one).
     """
+    if values.dtype.kind == "i":  # integers as read: none missing
+        ints = values.astype("int64", copy=False)
+        return ints if col.required else pd.arrays.IntegerArray(ints, np.zeros(len(ints), bool))
     missing = np.isnan(values)
     if col.required:
         if missing.any():

@@ -253,6 +253,13 @@ class DatasetSpec:
         )
 
     @property
+    def integer_headers(self) -> list[str]:
+        """Headers a landed file may give the integer columns: source and canonical names."""
+        return list(
+            dict.fromkeys(n for c in self.columns if c.dtype == "int64" for n in (c.source, c.name))
+        )
+
+    @property
     def source_to_name(self) -> dict[str, str]:
         """Map from landed-file headers to canonical names."""
         return {c.source: c.name for c in self.columns}

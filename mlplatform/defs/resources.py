@@ -40,6 +40,7 @@ def build_resources(
         archive_dir=str(paths.archive),
         rejected_dir=str(paths.rejected),
         numeric_columns=DATASET.numeric_headers,
+        integer_columns=DATASET.integer_headers,
     )
     sql_source = SqlTableSource(
         name=SQL_SOURCE_NAME,

@@ -332,6 +332,7 @@ def _read_csv_fast(
     chunk_rows: int,
     *,
     numbers: frozenset[str] = frozenset(),
+    integers: frozenset[str] = frozenset(),
     skip: int = 0,
 ) -> Iterator[RawChunk]:
     """Parse the file on all cores; only for files without invalid rows (raises _NotFast).
@@ -341,9 +342,10 @@ def _read_csv_fast(
     With several threads pyarrow cannot say which line an invalid row was on, so
     the first one (or any parse error) stops this reader; the caller continues
     with another reader after the rows already handed out. Columns of ``numbers``
-    are parsed as float64 as they are read: a value that is no number stops this
-    reader too (the caller reads on with every column as text). The first ``skip``
-    rows (handed out by an earlier reader: rows ``1..skip``) are dropped.
+    are parsed as float64 as they are read, those of ``integers`` as int64: a value
+    that is no number (no integer literal) stops this reader too, and the caller
+    reads on another way. The first ``skip`` rows (handed out by an earlier reader:
+    rows ``1..skip``) are dropped.
     """
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
@@ -351,7 +353,10 @@ def _read_csv_fast(
 
     if any("\n" in c or "\r" in c for c in header):
         raise _NotFast  # a quoted line break in the header: only the careful reader
-    types = {c: pa.float64() if c in numbers else pa.string() for c in header}
+    types = {
+        c: pa.int64() if c in integers else pa.float64() if c in numbers else pa.string()
+        for c in header
+    }
     try:
         schema = pa.schema([(c, types[c]) for c in header])
         chunker = _Chunker(schema, chunk_rows)
@@ -499,25 +504,33 @@ def _read_csv(
     *,
     fast: bool = True,
     numeric: frozenset[str] = frozenset(),
+    integers: frozenset[str] = frozenset(),
 ) -> Iterator[RawChunk]:
     """The file's rows in chunks of exactly ``chunk_rows`` parsed rows (the last may be short).
 
     First on all cores (``fast``), with the columns ``numeric`` names (header names,
-    matched without surrounding spaces) parsed as numbers while they are read; at the
-    first value that is no number, every column is read as text from there on; at the
-    first invalid row or parse error, the rest is read on one thread, which numbers
-    and quarantines invalid rows and names the line of a fatal error. All readers cut
-    and number rows identically, and each continues after the rows handed out.
+    matched without surrounding spaces) parsed as numbers while they are read, those
+    ``integers`` names as int64; at the first value of an integer column that is no
+    integer literal, they are read as float64 from there on, and at the first value
+    that is no number, every column as text; at the first invalid row or parse
+    error, the rest is read on one thread, which numbers and quarantines invalid rows
+    and names the line of a fatal error. All readers cut and number rows identically,
+    and each continues after the rows handed out.
     """
     header = _check_header(path, label)
     handed_out = 0
     if fast:
         as_numbers = frozenset(c for c in header if _header_name(c) in numeric)
-        attempts = [as_numbers, frozenset()] if as_numbers else [frozenset()]
-        for numbers in attempts:
+        as_integers = frozenset(c for c in as_numbers if _header_name(c) in integers)
+        attempts: list[tuple[frozenset[str], frozenset[str]]] = [(frozenset(), frozenset())]
+        if as_numbers:
+            attempts.insert(0, (as_numbers, frozenset()))
+        if as_integers:
+            attempts.insert(0, (as_numbers, as_integers))
+        for numbers, ints in attempts:
             try:
                 for chunk in _read_csv_fast(
-                    path, header, chunk_rows, numbers=numbers, skip=handed_out
+                    path, header, chunk_rows, numbers=numbers, integers=ints, skip=handed_out
                 ):
                     handed_out += chunk.table.num_rows
                     yield chunk
@@ -736,7 +749,12 @@ def inbox_entries(folder: Path) -> InboxEntries:
 
 
 def read_landed_file(
-    path: Path, label: str, chunk_rows: int, *, numeric: frozenset[str] = frozenset()
+    path: Path,
+    label: str,
+    chunk_rows: int,
+    *,
+    numeric: frozenset[str] = frozenset(),
+    integers: frozenset[str] = frozenset(),
 ) -> Iterator[RawChunk]:
     """A landed file's rows in chunks, CSV columns as text, never all at once.
 
@@ -744,7 +762,8 @@ def read_landed_file(
     the invalid rows of its stretch; a Parquet chunk is one record batch of at most
     ``chunk_rows`` rows. ``label`` names the file in every error. CSV columns whose
     header ``numeric`` names come as float64 while every value of the file parses as
-    a number (:func:`_read_csv`); typing then gives what it gives for their text.
+    a number, those ``integers`` names as int64 while every value is an integer
+    literal (:func:`_read_csv`); typing then gives what it gives for their text.
 
     Raises
     ------
@@ -771,7 +790,7 @@ def read_landed_file(
     if path.stat().st_size == 0:
         raise FileRejected(label, "the file is empty (0 bytes)")
     if suffix == ".csv":
-        yield from _read_csv(path, label, chunk_rows, numeric=numeric)
+        yield from _read_csv(path, label, chunk_rows, numeric=numeric, integers=integers)
     else:
         yield from _read_parquet(path, label, chunk_rows)
 
@@ -809,6 +828,12 @@ class LandingArea(dg.ConfigurableResource):
         "canonical names): a CSV file's values in them are parsed as numbers while it is "
         "read, on all cores. A file holding any value that is no number there is read on "
         "as text; typing then judges every value, as for any other column.",
+    )
+    integer_columns: list[str] = Field(
+        default_factory=list,
+        description="Those of numeric_columns the dataset declares integers: parsed as "
+        "int64 while every value is an integer literal (no copy into floats and back), "
+        "else as float64.",
     )
 
     def pending(self) -> list[LandedFile]:
@@ -924,7 +949,10 @@ class LandingArea(dg.ConfigurableResource):
             text or not parseable.
         """
         numeric = frozenset(self.numeric_columns) if parse_numbers else frozenset()
-        yield from read_landed_file(self.locate(plan), plan.label, chunk_rows, numeric=numeric)
+        integers = frozenset(self.integer_columns) if parse_numbers else frozenset()
+        yield from read_landed_file(
+            self.locate(plan), plan.label, chunk_rows, numeric=numeric, integers=integers
+        )
 
     def finish(self, plan: BatchPlan, error: str | None) -> None:
         """Archive the file once stored; move it to the rejected area with the reason if not.

@@ -1,9 +1,10 @@
 """Numbers parsed while a CSV file is read give exactly what typing its text gives.
 
-The landing area parses the dataset's numeric columns as float64 while it reads a
-CSV file (on all cores), instead of handing their text to typing. Nothing may
-change for it: for every value, the rows stored and the quarantine (values and
-records as the file wrote them) are those of reading every column as text.
+The landing area parses the dataset's numeric columns while it reads a CSV file (on
+all cores): integer columns as int64, the others as float64, instead of handing
+their text to typing. Nothing may change for it: for every value, the typed values
+and typing failures, the rows stored and the quarantine (values and records as the
+file wrote them) are those of reading every column as text.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ def _ingest(root: Path, source: Path, *, numbers: bool, chunk_rows: int) -> Feat
         archive_dir=str(root / "archive"),
         rejected_dir=str(root / "rejected"),
         numeric_columns=DATASET.numeric_headers if numbers else [],
+        integer_columns=DATASET.integer_headers if numbers else [],
     )
     (root / "landing").mkdir(parents=True)
     (root / "landing" / source.name).write_bytes(source.read_bytes())
@@ -97,20 +99,39 @@ def _outcome(store: FeatureStore) -> tuple[pd.DataFrame, pd.DataFrame]:
     return rows, quarantine.sort_values(["row_number", "column"]).reset_index(drop=True)
 
 
-def _typed(path: Path, numeric: frozenset[str]) -> TypedRows:
-    [chunk] = read_landed_file(path, path.name, 1_000, numeric=numeric)
+def _typed(path: Path, numeric: frozenset[str], integers: frozenset[str]) -> TypedRows:
+    [chunk] = read_landed_file(path, path.name, 1_000, numeric=numeric, integers=integers)
     return type_rows(chunk.table, DATASET, path.name, row_numbers=chunk.row_numbers)
+
+
+def _stored(typed: TypedRows) -> pd.DataFrame | None:
+    try:
+        return typed.stored()
+    except ValueError:  # a missing required integer: the chunk cannot be stored whole
+        return None
 
 
 @pytest.mark.parametrize(("column", "value"), TRICKY)
 def test_parsed_numbers_type_as_their_text_does(tmp_path: Path, column: str, value: str) -> None:
     source = _csv(tmp_path / "tricky.csv", column, value)
-    parsed = _typed(source, frozenset(DATASET.numeric_headers))
-    text = _typed(source, frozenset())
-    # the same typed values (NaN where missing or not typeable) ...
-    assert list(parsed.values) == list(text.values)
-    for name, values in text.values.items():
-        pd.testing.assert_series_equal(pd.Series(parsed.values[name]), pd.Series(values))
+    parsed = _typed(source, frozenset(DATASET.numeric_headers), frozenset(DATASET.integer_headers))
+    floats = _typed(source, frozenset(DATASET.numeric_headers), frozenset())
+    text = _typed(source, frozenset(), frozenset())
+    # the same typed values (NaN where missing or not typeable), integers read as such
+    # kept as int64 (the same numbers) ...
+    for typed in (parsed, floats):
+        assert list(typed.values) == list(text.values)
+        for name, values in text.values.items():
+            got, want = pd.Series(typed.values[name]), pd.Series(values)
+            if got.dtype.kind == "i":
+                assert DATASET.column(name).dtype == "int64"
+                got = got.astype("float64")
+            pd.testing.assert_series_equal(got, want)
+        # ... and the same rows to store, in their storage types
+        stored, expected = _stored(typed), _stored(text)
+        assert (stored is None) == (expected is None)
+        if stored is not None and expected is not None:
+            pd.testing.assert_frame_equal(stored, expected)
 
     # ... and the same typing failures: rows, columns, reasons
     def failures(typed: TypedRows) -> list[tuple[int, str, str]]:
@@ -120,7 +141,7 @@ def test_parsed_numbers_type_as_their_text_does(tmp_path: Path, column: str, val
             for r, c, why in zip(f["row_number"], f["column"], f["reason"], strict=True)
         )
 
-    assert failures(parsed) == failures(text)
+    assert failures(parsed) == failures(floats) == failures(text)
 
 
 @pytest.mark.parametrize(
@@ -156,6 +177,11 @@ def test_a_clean_file_is_parsed_while_read_and_a_dirty_one_goes_on_as_text(
     assert chunk.parsed == frozenset(h for h in numeric if h in chunk.table.column_names)
     assert chunk.table.schema.field("Torque [Nm]").type == pa.float64()
     assert chunk.table.schema.field("Type").type == pa.string()
+    [chunk] = read_landed_file(
+        clean, "clean.csv", 1_000, numeric=numeric, integers=frozenset(DATASET.integer_headers)
+    )
+    assert chunk.table.schema.field("UDI").type == pa.int64()
+    assert chunk.table.schema.field("Torque [Nm]").type == pa.float64()
 
     # a file of several byte ranges (1 MiB each here) with a value that is no number
     # near its end: the chunks before it are handed out parsed, the rest as text
