@@ -32,7 +32,8 @@ from mlplatform.resources.ingestion import discover
 from mlplatform_tests.defs.helpers import land_sample
 from mlplatform_tests.test_registry_faults import fault_root, run_refused
 
-pytestmark = [pytest.mark.slow]
+# ~55 s (child processes): the GitHub workflow's heavy step runs it; .ci/run leaves it out
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 __all__ = ["fault_root"]  # the harness's fixture: where nobody can reach the state
 

@@ -259,6 +259,7 @@ def _proxy_handler(proxy: FlakyProxy) -> type:
     return Handler
 
 
+@pytest.mark.heavy  # ~50 s: the GitHub workflow's heavy step runs it; .ci/run leaves it out
 def test_a_server_answering_503_is_retried_then_fails_clearly_and_recovers(
     server: MlflowServer, state: StatePaths, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -506,6 +506,7 @@ def _read_in_a_child(path: Path, tmp_path: Path) -> dict[str, int]:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # ~25 s: the GitHub workflow's heavy step runs it; .ci/run leaves it out
 def test_a_large_labels_file_is_read_in_chunks_in_bounded_memory(tmp_path: Path) -> None:
     # the same lines, three times as many: the process must not grow with the file
     grown = {}

@@ -148,10 +148,10 @@ def test_parsed_numbers_type_as_their_text_does(tmp_path: Path, column: str, val
     ("column", "value", "chunk_rows"),
     [
         ("Torque [Nm]", "-4.0", 1_000),  # out of range: the quarantine keeps "-4.0", not -4
-        ("Torque [Nm]", "-4.0", 7),  # in the second of three chunks
+        ("Torque [Nm]", "-4.0", 7),  # in the second of three chunks (one GX run each)
         ("Rotational speed [rpm]", "1500.5", 1_000),  # not an integer
         ("Torque [Nm]", "1e400", 1_000),  # not finite
-        ("UDI", "3", 7),  # an id of the first chunk, repeated in the second
+        ("UDI", "3", 1_000),  # repeats an id of an earlier row
         ("Torque [Nm]", "abc", 1_000),  # no number: read as text from the start
     ],
 )
