@@ -1020,6 +1020,7 @@ def main(argv: list[str] | None = None) -> int:
     from mlplatform.core.ingest import FileRejected
     from mlplatform.core.schema import DatasetSpecError
     from mlplatform.core.serving import ServingInputError
+    from mlplatform.resources.feature_tables import SnapshotChanged
     from mlplatform.resources.ledger import ChampionChangeError
 
     args = build_parser().parse_args(argv)
@@ -1031,6 +1032,7 @@ def main(argv: list[str] | None = None) -> int:
         DatasetSpecError,
         FileRejected,
         ServingInputError,
+        SnapshotChanged,
         FileNotFoundError,
         NotADirectoryError,
         IsADirectoryError,

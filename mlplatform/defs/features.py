@@ -149,7 +149,10 @@ def table_version(store: FeatureStore, as_of: pd.Timestamp) -> TableVersion:
         )
     table = store.table(snapshot)
     check = store.check_snapshot(DATASET, table)
-    metadata = table_metadata(table, snapshot, store.labels(snapshot.batches))
+    # rows are read for the metadata only from intact parts: a failed check is shown,
+    # not turned into an error of its own
+    readable = not check.problems
+    metadata = table_metadata(table, snapshot, store.labels(snapshot.batches), read=readable)
     return TableVersion(snapshot, check, metadata)
 
 
@@ -164,15 +167,22 @@ def check_metadata(check: SnapshotCheck) -> dict[str, Any]:
 
 
 def table_metadata(
-    table: StoredTable, snapshot: FeatureSnapshot, labels: dict[str, str]
+    table: StoredTable, snapshot: FeatureSnapshot, labels: dict[str, str], *, read: bool = True
 ) -> dict[str, Any]:
     """What the UI shows of a table: size, positive rate, rows per source, a preview.
 
-    Reads the target column and the first rows only; ``labels`` names each batch.
+    Reads the target column and the first rows only (nothing with ``read`` False: the
+    positive rate and preview are then left out); ``labels`` names each batch.
     """
-    target = table.read_column(DATASET.target)
-    columns = table_columns(DATASET, table.columns)
-    preview = read_features(table, DATASET, columns, np.arange(min(5, snapshot.num_rows)))
+    shown: dict[str, Any] = {}
+    if read:
+        target = table.read_column(DATASET.target)
+        columns = table_columns(DATASET, table.columns)
+        preview = read_features(table, DATASET, columns, np.arange(min(5, snapshot.num_rows)))
+        shown = {
+            "positive_rate": float(np.mean(target)) if len(target) else 0.0,
+            "preview": preview_md(preview),
+        }
     per_batch: dict[str, int] = {}
     for part in snapshot.parts:
         per_batch[part.batch] = per_batch.get(part.batch, 0) + part.kept_rows
@@ -191,9 +201,8 @@ def table_metadata(
         "batches": len(snapshot.batches),
         "parts": len(snapshot.parts),
         "superseded_rows": sum(p.rows for p in snapshot.parts) - snapshot.num_rows,
-        "positive_rate": float(np.mean(target)) if len(target) else 0.0,
         "model_features": ", ".join(DATASET.model_features),
         "excluded_from_model": ", ".join(DATASET.excluded_from_model),
         "sources": dg.MetadataValue.md(sources.to_markdown(index=False)),
-        "preview": preview_md(preview),
+        **shown,
     }

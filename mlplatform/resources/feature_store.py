@@ -485,6 +485,11 @@ class FeatureStore(dg.ConfigurableResource):
         same rows, in the same order, as :meth:`as_of` gives; read with
         :func:`~mlplatform.resources.feature_tables.read_features`, the same frame as
         ``build_feature_table(as_of(...))``.
+
+        Raises
+        ------
+        SnapshotChanged
+            Naming the part and its batch, when a stored part cannot be read.
         """
         when = parse_time(as_of) if as_of is not None else parse_time(pd.Timestamp.now("UTC"))
         versions = self.latest(when)
@@ -493,24 +498,28 @@ class FeatureStore(dg.ConfigurableResource):
             for m in versions
             for name in m.parts
         ]
-        schemas = [pq.read_schema(path) for _, _, path in located]
+
+        def read(item: tuple[BatchManifest, str, Path]) -> tuple[pa.Schema, str, np.ndarray]:
+            manifest, name, path = item
+            try:
+                schema = pq.read_schema(path)
+                ids = pq.read_table(path, columns=[spec.entity_id]).column(0).to_numpy()
+                # versions written before part digests were recorded are hashed now
+                digest = manifest.part_sha256.get(name) or file_sha256(path)
+            except (pa.ArrowException, OSError) as exc:
+                raise SnapshotChanged(
+                    f"part {path.relative_to(self.root)} of batch {manifest.key} cannot be "
+                    f"read, so it is not the file that was stored: {str(exc)[:200]}"
+                ) from exc
+            return schema, digest, ids
+
+        with ThreadPoolExecutor(max_workers=_IO_THREADS, thread_name_prefix="snapshot") as pool:
+            found_parts = list(pool.map(read, located))
+        schemas = [schema for schema, _, _ in found_parts]
+        digests = [digest for _, digest, _ in found_parts]
+        ids = [part_ids for _, _, part_ids in found_parts]
         available = set.intersection(*(set(s.names) for s in schemas)) if schemas else set()
         columns = stored_columns(spec, sorted(available))
-        with ThreadPoolExecutor(max_workers=_IO_THREADS, thread_name_prefix="snapshot") as pool:
-            # versions written before part digests were recorded are hashed now
-            digests = list(
-                pool.map(
-                    lambda item: item[0].part_sha256.get(item[1]) or file_sha256(item[2]), located
-                )
-            )
-            ids = list(
-                pool.map(
-                    lambda item: (
-                        pq.read_table(item[2], columns=[spec.entity_id]).column(0).to_numpy()
-                    ),
-                    located,
-                )
-            )
         dropped = superseded_rows(ids)
         root = Path(self.root)
         parts = tuple(

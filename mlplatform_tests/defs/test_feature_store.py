@@ -482,3 +482,22 @@ def test_a_chunk_is_written_as_parts_side_by_side_in_order(
         [path] = (Path(store.root) / "batches").rglob(name)
         assert file_sha256(path) == sha
     assert store.read_quarantine()["row_number"].tolist() == [11, 91]
+
+
+def test_the_features_command_names_a_part_changed_on_disk(
+    resources: dict[str, Any],
+    state: StatePaths,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    land_sample(resources, 200, seed=81)
+    assert materialize_all(resources, selection=["raw_observations"]).success
+    [part] = (state.feature_store / "batches").rglob("part-*.parquet")
+    part.write_bytes(part.read_bytes()[:-8] + b"\0" * 8)  # its footer's last bytes changed
+    monkeypatch.setenv(HOME_ENV, str(state.root))
+    capsys.readouterr()
+    out = state.root / "table.parquet"
+    assert cli_main(["features", "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and "cannot be read, so it is not the file" in error
+    assert part.name in error and not out.exists()

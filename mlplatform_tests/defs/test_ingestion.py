@@ -34,6 +34,7 @@ from mlplatform.resources.feature_store import FeatureStore
 from mlplatform.resources.sample_data import write_sql_readings
 from mlplatform_tests.defs.helpers import (
     ASSETS,
+    DOWNSTREAM,
     INGESTION_ASSET,
     LENIENT,
     LifecycleResult,
@@ -438,9 +439,39 @@ def test_feature_table_check_passes_on_stored_rows(resources: dict[str, Any]) ->
     assert result.main is not None
     [check] = result.main.get_asset_check_evaluations()
     assert check.check_name == FEATURE_TABLE_CHECK and check.passed
+    values = {k: v.value for k, v in check.metadata.items()}
+    # Great Expectations' summary of the rows the table reads, and the parts verified
+    assert values["expectations_run"] > 20 and values["expectations_failed"] == 0
+    assert values["rows_checked"] == 300 and values["parts_verified"] == 1
+    assert values["failures"] == "none" and values["revalidated_batches"] == "none"
     metadata = _metadata(result.main, "feature_table")
     assert metadata["rows"] == 300 and metadata["batches"] == 1
     assert len(metadata["dataset_digest"]) == 64
+
+
+def test_a_part_changed_on_disk_fails_the_blocking_check_and_trains_nothing(
+    resources: dict[str, Any], state: StatePaths
+) -> None:
+    land_sample(resources, 400, seed=14)
+    assert materialize_all(resources, selection=[INGESTION_ASSET]).success
+    [part] = (state.feature_store / "batches").rglob("part-*.parquet")
+    stored = pd.read_parquet(part)
+    stored.loc[3, "torque_nm"] = 500.0  # a value no validation ever saw, out of range
+    stored.to_parquet(part, index=False)
+
+    result = materialize_all(resources, LENIENT, selection=DOWNSTREAM)
+    assert result.main is not None
+    [check] = [
+        c for c in result.main.get_asset_check_evaluations() if c.check_name == FEATURE_TABLE_CHECK
+    ]
+    assert not check.passed
+    assert "changed since the snapshot was made" in str(check.metadata["failures"].value)
+    # blocking: nothing downstream of the table ran, no model was trained or registered
+    materialized = {
+        e.asset_key.to_user_string() for e in result.main.get_asset_materialization_events()
+    }
+    assert materialized == {"feature_table"}
+    assert resources["mlflow_registry"].champion() is None
 
 
 def test_parquet_files_are_ingested(resources: dict[str, Any], state: StatePaths) -> None:
