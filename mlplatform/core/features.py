@@ -66,8 +66,7 @@ def build_feature_table(observations: pd.DataFrame, spec: DatasetSpec) -> pd.Dat
     columns: dict[str, Any] = {
         c: observations[c].array for c in [spec.entity_id, *raw_numeric, *spec.categorical_features]
     }
-    for derived in spec.derived:
-        columns[derived.name] = np.asarray(derived.compute(observations), dtype="float64")
+    columns.update(_derived_values(observations, spec))
     columns[spec.target] = observations[spec.target].to_numpy(dtype="int64")
     lineage = [c for c in LINEAGE if c in observations.columns]
     for c in lineage:
@@ -91,11 +90,16 @@ def add_derived(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
     """
     if not spec.derived:
         return frame
-    computed = {d.name: np.asarray(d.compute(frame), dtype="float64") for d in spec.derived}
+    computed = _derived_values(frame, spec)
     kept = {c: frame[c].array for c in frame.columns if c not in computed}
     out = pd.DataFrame({**kept, **computed}, index=frame.index, copy=False)
     out.attrs = dict(frame.attrs)
     return out
+
+
+def _derived_values(frame: pd.DataFrame, spec: DatasetSpec) -> dict[str, np.ndarray]:
+    """Every derived feature of ``spec`` computed from ``frame``, as float64 values."""
+    return {d.name: np.asarray(d.compute(frame), dtype="float64") for d in spec.derived}
 
 
 def derived_fingerprint(spec: DatasetSpec) -> str:

@@ -869,7 +869,8 @@ def check_stored_rows(
     has confirmed them (a chunk it disagrees with is never stored).
     """
     declared = [c for c in stored.columns if c in {col.name for col in spec.columns}]
-    frame = stored[declared]
+    # with the row numbers, so that GX names a failing row as the file does
+    frame = stored[[*declared, ROW_ID]] if ROW_ID in stored.columns else stored[declared]
     if rows_quarantined:
         return validate(frame, table_expectations(spec, declared), name=f"{spec.name}-stored")
     types = validate(frame, storage_type_expectations(spec, declared), name=f"{spec.name}-types")

@@ -16,8 +16,7 @@ from mlplatform.core import features as core_features
 from mlplatform.core import schema as core_schema
 from mlplatform.core import snapshots as core_snapshots
 from mlplatform.core.batches import parse_time
-from mlplatform.core.features import LINEAGE, table_columns
-from mlplatform.core.schema import DatasetSpec, Role
+from mlplatform.core.features import table_columns
 from mlplatform.core.snapshots import FeatureSnapshot
 from mlplatform.defs.common import DATASET, FEATURES, OWNER, code_version, preview_md
 from mlplatform.defs.ingestion import raw_observations
@@ -26,22 +25,6 @@ from mlplatform.resources.feature_store import FeatureStore, SnapshotCheck
 from mlplatform.resources.feature_tables import StoredTable, read_features
 
 FEATURE_TABLE_CHECK = "feature_table_meets_expectations"
-
-
-def observation_columns(spec: DatasetSpec) -> list[str]:
-    """The stored columns the table is built from: no leakage, no stored derived features.
-
-    Derived features are recomputed from the declared columns (never from leakage ones),
-    and identifiers other than the entity id are not in the table, so reading fewer
-    columns leaves the table unchanged and halves what is held in memory.
-    """
-    declared = [
-        c.name
-        for c in spec.columns
-        if c.role is not Role.LEAKAGE
-        and (c.role is not Role.IDENTIFIER or c.name == spec.entity_id)
-    ]
-    return list(dict.fromkeys([*declared, *LINEAGE]))
 
 
 class FeatureTableConfig(dg.Config):
@@ -141,18 +124,20 @@ def table_version(store: FeatureStore, as_of: pd.Timestamp) -> TableVersion:
     dagster.Failure
         When the store has no rows as of ``as_of``.
     """
-    snapshot = store.snapshot(DATASET, as_of)
+    manifests = store.manifests()  # read once, for the snapshot, its check and its labels
+    snapshot = store.snapshot(DATASET, as_of, manifests=manifests)
     if not snapshot.num_rows:
         raise dg.Failure(
             description=f"the feature store has no rows as of {as_of.isoformat()}: drop CSV or "
             "Parquet files into the landing folder (or add SQL rows) and ingest them"
         )
     table = store.table(snapshot)
-    check = store.check_snapshot(DATASET, table)
+    check = store.check_snapshot(DATASET, table, manifests)
     # rows are read for the metadata only from intact parts: a failed check is shown,
     # not turned into an error of its own
     readable = not check.problems
-    metadata = table_metadata(table, snapshot, store.labels(snapshot.batches), read=readable)
+    labels = store.labels(snapshot.batches, manifests)
+    metadata = table_metadata(table, snapshot, labels, read=readable)
     return TableVersion(snapshot, check, metadata)
 
 

@@ -10,7 +10,10 @@ parts it names, which must live under ``base_dir`` (the feature store's root: th
 ``feature_io_manager``). An input annotated :class:`StoredTable` gets the stored
 table unread (a :class:`ParquetTable` or a :class:`SnapshotTable`): the asset reads
 only the columns and rows it needs (a large feature table never has to fit in
-memory whole); an input annotated ``pd.DataFrame`` gets the whole table.
+memory whole). An input annotated ``pd.DataFrame`` gets the whole table as stored (a
+snapshot: its stored columns; the derived features are computed by
+:func:`~mlplatform.resources.feature_tables.read_features`, which needs the dataset's
+spec).
 """
 
 from __future__ import annotations

@@ -47,7 +47,6 @@ from mlplatform.core.batches import (
     version_name,
 )
 from mlplatform.core.expectations import (
-    FailedExpectation,
     ValidationSummary,
     suite_fingerprint,
     table_expectations,
@@ -133,7 +132,6 @@ def _schema_problems(
 ) -> list[str]:
     """What a part's footer lacks of the table's columns and their storage types."""
     declared = {c.name: c.dtype for c in spec.columns}
-    declared.update({d.name: "float64" for d in spec.derived})
     problems = []
     where = f"batch {part.batch} ({part.path})"
     for name in columns:
@@ -154,11 +152,9 @@ def _schema_problems(
 
 
 def _recorded_summary(recorded: Mapping[str, Any]) -> ValidationSummary:
-    """A version's recorded stored-rows verdict as a summary (failures as recorded)."""
-    failures = [str(f) for f in recorded.get("failures", [])]
+    """A version's recorded stored-rows verdict, its counts only (failures are listed apart)."""
     return ValidationSummary(
         expectations_run=int(recorded.get("expectations_run", 0)),
-        failed=[FailedExpectation(f, None, 0, []) for f in failures],
         rows_checked=int(recorded.get("rows_checked", 0)),
     )
 
@@ -476,6 +472,7 @@ class FeatureStore(dg.ConfigurableResource):
         as_of: str | pd.Timestamp | None = None,
         *,
         created_at: pd.Timestamp | None = None,
+        manifests: Sequence[BatchManifest] | None = None,
     ) -> FeatureSnapshot:
         """The feature table as of ``as_of`` (default: now), as the stored parts it reads.
 
@@ -486,13 +483,15 @@ class FeatureStore(dg.ConfigurableResource):
         :func:`~mlplatform.resources.feature_tables.read_features`, the same frame as
         ``build_feature_table(as_of(...))``.
 
+        ``manifests``: the store's, already read (default: read them).
+
         Raises
         ------
         SnapshotChanged
             Naming the part and its batch, when a stored part cannot be read.
         """
         when = parse_time(as_of) if as_of is not None else parse_time(pd.Timestamp.now("UTC"))
-        versions = self.latest(when)
+        versions = select_versions(self.manifests() if manifests is None else manifests, when)
         located = [
             (m, name, self._batches / m.key / m.version / name)
             for m in versions
@@ -545,16 +544,27 @@ class FeatureStore(dg.ConfigurableResource):
             created_at=parse_time(stamp).isoformat(),
         )
 
-    def labels(self, keys: Sequence[str]) -> dict[str, str]:
-        """What an operator calls each batch of ``keys`` (its file's name, its SQL range)."""
+    def labels(
+        self, keys: Sequence[str], manifests: Sequence[BatchManifest] | None = None
+    ) -> dict[str, str]:
+        """What an operator calls each batch of ``keys`` (its file's name, its SQL range).
+
+        ``manifests``: the store's, already read (default: read them).
+        """
         wanted = set(keys)
-        return {m.key: m.label for m in self.manifests() if m.key in wanted}
+        found = self.manifests() if manifests is None else manifests
+        return {m.key: m.label for m in found if m.key in wanted}
 
     def table(self, snapshot: FeatureSnapshot) -> SnapshotTable:
         """``snapshot`` read from this store's parts (unread until asked)."""
         return SnapshotTable(snapshot, Path(self.root))
 
-    def check_snapshot(self, spec: DatasetSpec, table: SnapshotTable) -> SnapshotCheck:
+    def check_snapshot(
+        self,
+        spec: DatasetSpec,
+        table: SnapshotTable,
+        manifests: Sequence[BatchManifest] | None = None,
+    ) -> SnapshotCheck:
         """Whether ``snapshot`` may train a model: its parts intact, typed and validated.
 
         * every part's bytes are those recorded (sha256), read whole;
@@ -568,10 +578,12 @@ class FeatureStore(dg.ConfigurableResource):
 
         Entity ids are unique by construction: the snapshot keeps one row per entity.
         ``table`` remembers the parts verified (reading it later hashes none again).
+        ``manifests``: the store's, already read (default: read them).
         """
         snapshot = table.snapshot
         problems: list[str] = []
-        by_key = {(m.key, m.version): m for m in self.manifests()}
+        found = self.manifests() if manifests is None else manifests
+        by_key = {(m.key, m.version): m for m in found}
 
         def verify(part: SnapshotPart) -> str | None:
             try:
@@ -598,6 +610,10 @@ class FeatureStore(dg.ConfigurableResource):
             recorded = manifest.stored_check
             if manifest.suite == current and recorded:
                 summary = summary.merge(_recorded_summary(recorded))
+                problems += [
+                    f"batch {key} version {version}: {failure}"
+                    for failure in recorded.get("failures", [])
+                ]
                 continue
             revalidated.append(key)
             summary = summary.merge(self.validate_stored(spec, key, version))

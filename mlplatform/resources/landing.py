@@ -144,25 +144,18 @@ def _check_header(path: Path, label: str) -> list[str]:
     return header
 
 
-def _open(
-    path: Path,
-    header: list[str],
-    block: int,
-    threads: bool,
-    on_invalid: Any,
-    numbers: frozenset[str] = frozenset(),
-) -> pacsv.CSVStreamingReader:
-    """A streaming reader: every column as text, but those of ``numbers`` as float64."""
+def _open(path: Path, header: list[str], block: int, on_invalid: Any) -> pacsv.CSVStreamingReader:
+    """The careful reader's stream: one thread, every column as text.
+
+    One thread splits blocks where quotes close, so a quoted line break stays in its
+    value (several split at every line break: :func:`_parse_range`).
+    """
     return pacsv.open_csv(
         path,
-        read_options=pacsv.ReadOptions(block_size=block, use_threads=threads),
-        # one thread splits blocks where quotes close (a quoted line break stays in its
-        # value); several split at every line break, which only the careful reader trusts
-        parse_options=pacsv.ParseOptions(
-            invalid_row_handler=on_invalid, newlines_in_values=not threads
-        ),
+        read_options=pacsv.ReadOptions(block_size=block, use_threads=False),
+        parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, newlines_in_values=True),
         convert_options=pacsv.ConvertOptions(
-            column_types={c: pa.float64() if c in numbers else pa.string() for c in header},
+            column_types={c: pa.string() for c in header},
             strings_can_be_null=True,
             null_values=[""],
         ),
@@ -428,7 +421,7 @@ def _read_csv_careful(
         return "skip"
 
     try:
-        reader = _open(path, header, block, False, on_invalid)
+        reader = _open(path, header, block, on_invalid)
         chunker = _Chunker(reader.schema, chunk_rows)
         next_row, emitted, to_skip = 1, 0, skip
 

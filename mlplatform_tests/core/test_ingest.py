@@ -737,3 +737,21 @@ def test_validation_summary_reports_typing_failures_once() -> None:
         ("expect_column_values_to_not_be_null", "torque_nm"): 1,  # the empty cell
         (BETWEEN, "torque_nm"): 1,  # -5 Nm
     }
+
+
+def test_the_stored_rows_check_names_a_failing_row_as_the_file_does() -> None:
+    from mlplatform.core.ingest import check_stored_rows, type_rows
+
+    raw = pa.Table.from_pandas(generate_ai4i(30, seed=4).astype(str), preserve_index=False)
+    typed = type_rows(raw, AI4I, "f.csv", row_numbers=np.arange(101, 131))
+    stored = typed.stored()
+    clean = check_stored_rows(stored, AI4I, rows_quarantined=0)
+    assert clean.success and clean.rows_checked == 30
+    stored.loc[4, "torque_nm"] = -1.0  # a value no stored row may have: file row 105
+    summary = check_stored_rows(stored, AI4I, rows_quarantined=1)
+    [failure] = summary.failed
+    assert (failure.expectation, failure.column) == (
+        "expect_column_values_to_be_between",
+        "torque_nm",
+    )
+    assert summary.unexpected["row_number"].tolist() == [105]
