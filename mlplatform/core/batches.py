@@ -28,11 +28,13 @@ from mlplatform.core.schema import DatasetSpec
 
 __all__ = [
     "AS_OF_KEYS",
+    "CONSTANT_LINEAGE",
     "LINEAGE_COLUMNS",
     "BatchManifest",
     "BatchPlan",
     "add_lineage",
     "file_batch_key",
+    "lineage_constants",
     "parse_time",
     "resolve_as_of",
     "select_versions",
@@ -245,12 +247,32 @@ def _repeated_text(value: str, index: pd.Index) -> pd.Series:
     return pd.Series(pd.array(text, dtype=pd.StringDtype("pyarrow")), index=index)
 
 
+# Lineage with one value in every row of a batch version (the rest vary by row).
+CONSTANT_LINEAGE = ["batch_id", "source", "source_file", "ingested_at"]
+
+
+def lineage_constants(plan: BatchPlan, ingested_at: pd.Timestamp) -> pd.DataFrame:
+    """The :data:`CONSTANT_LINEAGE` of a version of ``plan``'s batch, as one row.
+
+    In their stored types: Arrow-backed text and UTC microseconds.
+    """
+    return pd.DataFrame(
+        {
+            "batch_id": pd.array([plan.key], dtype=pd.StringDtype("pyarrow")),
+            "source": pd.array([plan.source], dtype=pd.StringDtype("pyarrow")),
+            "source_file": pd.array([plan.label], dtype=pd.StringDtype("pyarrow")),
+            "ingested_at": _repeated_stamp(ingested_at.as_unit("us"), 1),
+        }
+    )
+
+
 def add_lineage(
     valid: pd.DataFrame,
     spec: DatasetSpec,
     *,
     plan: BatchPlan,
     ingested_at: pd.Timestamp,
+    constants: bool = True,
 ) -> pd.DataFrame:
     """Stored rows: typed columns, event time and lineage.
 
@@ -258,6 +280,10 @@ def add_lineage(
     features are not stored: they are computed from these columns when rows are
     read (:func:`mlplatform.core.features.add_derived`). Built as one frame from
     arrays (no column inserted one by one).
+
+    With ``constants=False`` the :data:`CONSTANT_LINEAGE` columns are left out, for
+    a writer that adds them itself (the feature store's, which writes them without
+    a copy per row).
     """
     columns: dict[str, Any] = {c: valid[c].array for c in valid.columns}
     stamp = ingested_at.as_unit("us")
@@ -269,10 +295,11 @@ def add_lineage(
             filled = valid[spec.event_time].fillna(stamp)
             columns[spec.event_time] = filled.astype("datetime64[us, UTC]").array
     index = pd.RangeIndex(n)
-    columns["batch_id"] = _repeated_text(plan.key, index).array
-    columns["source"] = _repeated_text(plan.source, index).array
-    columns["source_file"] = _repeated_text(plan.label, index).array
-    columns["ingested_at"] = _repeated_stamp(stamp, n)
+    if constants:
+        columns["batch_id"] = _repeated_text(plan.key, index).array
+        columns["source"] = _repeated_text(plan.source, index).array
+        columns["source_file"] = _repeated_text(plan.label, index).array
+        columns["ingested_at"] = _repeated_stamp(stamp, n)
     return pd.DataFrame(columns, index=index, copy=False)
 
 

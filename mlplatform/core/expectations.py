@@ -410,10 +410,21 @@ def validate(
 def _validate(
     data: pd.DataFrame, expectations: list[ExpectationDef], *, name: str, every_row: bool
 ) -> ValidationSummary:
-    """One Great Expectations run of ``expectations`` on ``data`` (which has ``source_row``)."""
+    """One Great Expectations run of ``expectations`` on ``data`` (which has ``source_row``).
+
+    Without ``every_row``, GX first gives its verdict alone (``BOOLEAN_ONLY``: no
+    failing rows or values gathered, about half the cost of ``SUMMARY`` on a million
+    clean rows); only when an expectation fails does it run again for the summary.
+    """
     if not expectations:
         return ValidationSummary(rows_checked=len(data))
     definition = _validation_definition(name, expectations)
+    if not every_row:
+        verdict = definition.run(
+            batch_parameters={"dataframe": data}, result_format={"result_format": "BOOLEAN_ONLY"}
+        )
+        if all(r.success for r in verdict.results):
+            return ValidationSummary(expectations_run=len(verdict.results), rows_checked=len(data))
     result = definition.run(
         batch_parameters={"dataframe": data},
         result_format={

@@ -41,6 +41,7 @@ from mlplatform.core.batches import (
     BatchManifest,
     BatchPlan,
     check_key,
+    lineage_constants,
     parse_time,
     resolve_as_of,
     select_versions,
@@ -189,6 +190,10 @@ class BatchWriter:
         self._sha256: dict[str, str] = {}
         self._pool = ThreadPoolExecutor(max_workers=_WRITERS, thread_name_prefix="batch-writer")
         self._pending: list[Future[None]] = []
+        # the lineage every row of this version shares, added to rows that lack it
+        self._constant = pa.Table.from_pandas(
+            lineage_constants(plan, ingested_at), preserve_index=False
+        )
 
     @property
     def rows_stored(self) -> int:
@@ -205,13 +210,21 @@ class BatchWriter:
         for job in pending:
             job.result()  # re-raises a failed write here
 
-    def write_rows(self, rows: pd.DataFrame, event_time: str | None = None) -> list[str]:
+    def write_rows(
+        self, rows: pd.DataFrame, event_time: str | None = None, *, unique: Sequence[str] = ()
+    ) -> list[str]:
         """Append valid rows as parts, in order (``rows`` must not be changed afterwards).
 
         At least ``_PART_ROWS`` rows a part, in up to ``_WRITERS`` parts written side by
         side. Each part is read back as written: its footer must hold the rows and
         columns written, and the sha256 of its bytes is kept for the manifest. Returns
         the parts' names (none for no rows).
+
+        Lineage that ``rows`` lack and every row of the version shares
+        (:data:`~mlplatform.core.batches.CONSTANT_LINEAGE`: batch, source, file,
+        ingestion time) is added to every row as it is written. Columns in ``unique``
+        hold no repeated value (the entity id, ``source_row``): they are written
+        without a dictionary.
         """
         if rows.empty:
             return []
@@ -223,13 +236,18 @@ class BatchWriter:
             self._next_part += 1
             self.parts.append(name)
             names.append(name)
-            jobs.append(self._part_job(rows.iloc[start:stop], event_time, name))
+            jobs.append(self._part_job(rows.iloc[start:stop], event_time, name, unique))
         self._submit(*jobs)
         return names
 
     def _part_job(
-        self, rows: pd.DataFrame, event_time: str | None, name: str
+        self, rows: pd.DataFrame, event_time: str | None, name: str, unique: Sequence[str]
     ) -> Callable[[], None]:
+        constant = self._constant.select(
+            [c for c in self._constant.column_names if c not in rows.columns]
+        )
+        columns = len(rows.columns) + constant.num_columns
+
         def job() -> None:
             table = pa.Table.from_pandas(rows, preserve_index=False)
             lo = hi = None
@@ -238,11 +256,11 @@ class BatchWriter:
                 lo = _stamp(bounds["min"].as_py())
                 hi = _stamp(bounds["max"].as_py())
             path = self.tmp / name
-            write_parquet(table, path)
+            write_parquet(table, path, constant=constant, plain=unique)
             footer = pq.read_metadata(path)
-            if footer.num_rows != len(rows) or footer.num_columns != len(rows.columns):
+            if footer.num_rows != len(rows) or footer.num_columns != columns:
                 raise OSError(
-                    f"{path}: wrote {len(rows):,} rows of {len(rows.columns)} columns but the "
+                    f"{path}: wrote {len(rows):,} rows of {columns} columns but the "
                     f"file says {footer.num_rows:,} rows of {footer.num_columns}"
                 )
             self._sha256[name] = file_sha256(path)

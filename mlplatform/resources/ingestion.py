@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from mlplatform.core.batches import BatchManifest, BatchPlan, add_lineage, file_batch_key
-from mlplatform.core.expectations import ValidationSummary, suite_fingerprint
+from mlplatform.core.expectations import ROW_ID, ValidationSummary, suite_fingerprint
 from mlplatform.core.ingest import (
     PARSE_EXPECTATION,
     QUARANTINE_COLUMNS,
@@ -247,9 +247,14 @@ def _write_early(
         stored = typed.stored()
     except ValueError:  # a missing required integer: that row fails validation
         return None
-    rows = add_lineage(stored, spec, plan=plan, ingested_at=stamp)
-    names = writer.write_rows(rows, spec.event_time)
+    rows = add_lineage(stored, spec, plan=plan, ingested_at=stamp, constants=False)
+    names = writer.write_rows(rows, spec.event_time, unique=_unique(spec))
     return (names, rows) if names else None
+
+
+def _unique(spec: DatasetSpec) -> tuple[str, ...]:
+    """Stored columns whose values never repeat in a version: validated ids, row numbers."""
+    return (spec.entity_id, ROW_ID)
 
 
 class _TextNeeded(Exception):
@@ -320,8 +325,8 @@ def _ingest(
                 rows = None
             if rows is None:
                 # encoded and written on the writer thread while GX validates this chunk
-                rows = add_lineage(typed.valid, spec, plan=plan, ingested_at=stamp)
-                writer.write_rows(rows, spec.event_time)
+                rows = add_lineage(typed.valid, spec, plan=plan, ingested_at=stamp, constants=False)
+                writer.write_rows(rows, spec.event_time, unique=_unique(spec))
             # GX validates the chunk while its rows are written (the two overlap)
             typed.start_confirmation()
             # GX's verdict on the rows as stored, on its thread once the chunk's is done

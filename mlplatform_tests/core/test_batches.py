@@ -11,12 +11,14 @@ import pandas as pd
 import pytest
 
 from mlplatform.core.batches import (
+    CONSTANT_LINEAGE,
     LINEAGE_COLUMNS,
     BatchManifest,
     BatchPlan,
     add_lineage,
     check_key,
     file_batch_key,
+    lineage_constants,
     parse_time,
     resolve_as_of,
     select_versions,
@@ -306,6 +308,23 @@ def test_add_lineage_adds_lineage_columns() -> None:
     assert out["ingested_at"].tolist() == [truncated] * 5
     # no event time in the batch: stamped with its ingestion time
     assert out["event_time"].tolist() == [truncated] * 5
+
+
+def test_lineage_constants_are_the_columns_add_lineage_repeats() -> None:
+    valid = _valid(with_timestamp=False)
+    stamp = pd.Timestamp("2024-05-02T09:30:00.123456789Z")
+    full = add_lineage(valid, AI4I, plan=_plan(), ingested_at=stamp)
+    without = add_lineage(valid, AI4I, plan=_plan(), ingested_at=stamp, constants=False)
+    constants = lineage_constants(_plan(), stamp)
+
+    assert list(constants.columns) == CONSTANT_LINEAGE
+    assert len(constants) == 1
+    # left out, and only those: the row lineage (event time, source row) stays
+    assert list(without.columns) == [c for c in full.columns if c not in CONSTANT_LINEAGE]
+    pd.testing.assert_frame_equal(without, full[list(without.columns)])
+    # the same values and types as add_lineage puts in every row
+    repeated = constants.loc[[0] * len(full)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(repeated, full[CONSTANT_LINEAGE])
 
 
 @pytest.mark.parametrize("rows", [5, 0])

@@ -390,6 +390,41 @@ def test_evaluate_finds_exactly_the_rows_great_expectations_finds() -> None:
     )
 
 
+def test_the_summary_run_asks_gx_for_its_verdict_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without every row, GX gives its verdict alone; only a failure costs the summary run."""
+    suite = row_expectations(AI4I)
+    clean = _typed(200)
+    dirty = _dirty_typed_frame()
+    formats: list[str] = []
+    original = expectations_module._validation_definition
+
+    class Recording:
+        def __init__(self, definition: Any) -> None:
+            self.definition = definition
+
+        def run(self, **kwargs: Any) -> Any:
+            formats.append(kwargs["result_format"]["result_format"])
+            return self.definition.run(**kwargs)
+
+    monkeypatch.setattr(
+        expectations_module,
+        "_validation_definition",
+        lambda name, suite: Recording(original(name, suite)),
+    )
+
+    passed = validate(clean, suite, name="verdict", every_row=False)
+    assert formats == ["BOOLEAN_ONLY"]
+    assert passed.success and passed.expectations_run == len(suite)
+    assert passed.rows_checked == 200 and passed.unexpected.empty
+
+    formats.clear()
+    failed = validate(dirty, suite, name="verdict", every_row=False)
+    assert formats == ["BOOLEAN_ONLY", "SUMMARY"]
+    # the summary is GX's whole one: the counts every row would give, and first rows
+    assert unexpected_counts(failed) == unexpected_counts(validate(dirty, suite, name="all"))
+    assert not failed.unexpected.empty
+
+
 def test_evaluate_on_clean_rows_finds_nothing() -> None:
     frame = _dirty_typed_frame().dropna()
     frame = frame[~frame["udi"].duplicated(keep=False)]

@@ -475,6 +475,13 @@ def test_a_chunk_is_written_as_parts_side_by_side_in_order(
     assert list(manifest.part_rows.values()) == [49, 49]
     rows = store.read_batch(manifest.key)
     assert rows["source_row"].tolist() == [r for r in range(1, 101) if r not in (11, 91)]
+    # the version's lineage, written once a part, is in every row with its stored type
+    assert rows["batch_id"].tolist() == [manifest.key] * 98
+    assert rows["source"].tolist() == [manifest.source] * 98
+    assert rows["source_file"].tolist() == [manifest.label] * 98
+    assert rows["ingested_at"].tolist() == [pd.Timestamp(manifest.ingested_at)] * 98
+    assert rows["batch_id"].dtype == pd.StringDtype("pyarrow")
+    assert rows["ingested_at"].dtype == pd.DatetimeTZDtype("us", "UTC")
     assert sorted(p.name for p in (Path(store.root) / "batches").rglob("part-*")) == list(
         manifest.parts
     )
