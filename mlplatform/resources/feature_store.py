@@ -160,6 +160,12 @@ def _recorded_summary(recorded: Mapping[str, Any]) -> ValidationSummary:
     )
 
 
+def _fsync(path: Path) -> None:
+    """Flush ``path``'s bytes to disk."""
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
 def _stamp(value: Any) -> pd.Timestamp | None:
     return None if value is None else pd.Timestamp(value)
 
@@ -264,6 +270,7 @@ class BatchWriter:
                     f"file says {footer.num_rows:,} rows of {footer.num_columns}"
                 )
             self._sha256[name] = file_sha256(path)
+            _fsync(path)  # on disk before the commit, which then waits for nothing else
             self._stats[name] = (len(rows), lo, hi)
 
         return job
@@ -284,7 +291,12 @@ class BatchWriter:
         name = f"quarantine-{len(self.quarantine_parts):05d}.parquet"
         frame = quarantine.assign(batch_id=self.plan.key, ingested_at=self.ingested_at)
         table = pa.Table.from_pandas(frame, preserve_index=False)
-        self._submit(lambda: write_parquet(table, self.tmp / name))
+
+        def job() -> None:
+            write_parquet(table, self.tmp / name)
+            _fsync(self.tmp / name)
+
+        self._submit(job)
         self.quarantine_parts.append(name)
 
     def commit(
@@ -327,9 +339,7 @@ class BatchWriter:
             suite=suite,
             stored_check=stored_check or {},
         )
-        for name in [*self.parts, *self.quarantine_parts]:
-            with open(self.tmp / name, "rb") as fh:
-                os.fsync(fh.fileno())
+        # every part was flushed to disk by the thread that wrote it
         write_bytes_atomic(
             json.dumps(manifest.to_json(), indent=1, default=str).encode(), self.tmp / MANIFEST
         )
