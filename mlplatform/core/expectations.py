@@ -362,6 +362,7 @@ def validate(
     *,
     name: str = "frame",
     every_row: bool = True,
+    verdict_first: bool = True,
 ) -> ValidationSummary:
     """Run ``expectations`` on ``frame`` with Great Expectations.
 
@@ -370,6 +371,8 @@ def validate(
     (1-based). With ``every_row=False`` GX returns its summary only (counts and the
     first failing rows, ``partial_unexpected_index_list``), and ``unexpected``
     lists just those first rows: enough to confirm :func:`evaluate`, at less cost.
+    GX then gives its verdict alone first and summarizes only when an expectation
+    fails, unless ``verdict_first`` is False (the caller knows some rows fail).
 
     GX checks the values of pandas' nullable integer columns (``Int64``) ten times
     slower than those of NumPy ones (a million rows: 0.4-0.7 s per range check,
@@ -386,7 +389,9 @@ def validate(
         e for e in expectations if e.column in masked and e.type not in _DTYPE_EXPECTATIONS
     ]
     if not on_values:
-        return _validate(data, expectations, name=name, every_row=every_row)
+        return _validate(
+            data, expectations, name=name, every_row=every_row, verdict_first=verdict_first
+        )
     rest = [e for e in expectations if e not in on_values]
     as_float = data.assign(
         **{
@@ -394,8 +399,14 @@ def validate(
             for c in {e.column for e in on_values if e.column is not None}
         }
     )
-    first = _validate(data, rest, name=name, every_row=every_row)
-    second = _validate(as_float, on_values, name=f"{name}-values", every_row=every_row)
+    first = _validate(data, rest, name=name, every_row=every_row, verdict_first=verdict_first)
+    second = _validate(
+        as_float,
+        on_values,
+        name=f"{name}-values",
+        every_row=every_row,
+        verdict_first=verdict_first,
+    )
     combined = ValidationSummary(
         expectations_run=first.expectations_run + second.expectations_run,
         failed=[*first.failed, *second.failed],
@@ -408,18 +419,24 @@ def validate(
 
 
 def _validate(
-    data: pd.DataFrame, expectations: list[ExpectationDef], *, name: str, every_row: bool
+    data: pd.DataFrame,
+    expectations: list[ExpectationDef],
+    *,
+    name: str,
+    every_row: bool,
+    verdict_first: bool = True,
 ) -> ValidationSummary:
     """One Great Expectations run of ``expectations`` on ``data`` (which has ``source_row``).
 
     Without ``every_row``, GX first gives its verdict alone (``BOOLEAN_ONLY``: no
     failing rows or values gathered, about half the cost of ``SUMMARY`` on a million
     clean rows); only when an expectation fails does it run again for the summary.
+    A caller that already knows rows fail passes ``verdict_first=False``.
     """
     if not expectations:
         return ValidationSummary(rows_checked=len(data))
     definition = _validation_definition(name, expectations)
-    if not every_row:
+    if not every_row and verdict_first:
         verdict = definition.run(
             batch_parameters={"dataframe": data}, result_format={"result_format": "BOOLEAN_ONLY"}
         )

@@ -403,18 +403,26 @@ class TypedRows:
         present = set(self.values) | {ROW_ID}
         return [e for e in row_expectations(self.spec) if e.column is None or e.column in present]
 
-    def start_validation(self, executor: Executor) -> Future[ValidationSummary]:
+    def start_validation(
+        self, executor: Executor, *, failing: bool = False
+    ) -> Future[ValidationSummary]:
         """Great Expectations' run of the row suite on the chunk (its summary), on ``executor``.
 
         Started once: later calls return the same run. :func:`validate_rows` confirms
         its evaluation with it; a caller may start it early, so that it overlaps other
-        work (writing the rows, say).
+        work (writing the rows, say). ``failing`` (rows are known to fail) skips GX's
+        verdict-only first run.
         """
         if not self._validation:
             name = f"{self.spec.name}-rows"
             self._validation.append(
                 executor.submit(
-                    validate, self.frame(), self.row_suite(), name=name, every_row=False
+                    validate,
+                    self.frame(),
+                    self.row_suite(),
+                    name=name,
+                    every_row=False,
+                    verdict_first=not failing,
                 )
             )
         return self._validation[0]
@@ -649,22 +657,25 @@ def validate_rows(
     if confirm_on is None:
         fast = evaluate(frame, suite)
         try:
-            summary = _confirm(
-                fast, validate(frame, suite, name=name, every_row=False), typed.source_file
+            gx = validate(
+                frame, suite, name=name, every_row=False, verdict_first=fast.unexpected.empty
             )
+            summary = _confirm(fast, gx, typed.source_file)
         except ValidationMismatch as exc:
             _log.warning(f"{exc}; using Great Expectations' rows")
             return validate_rows(typed, seen_ids=seen_ids, exact=True)
         return _split(typed, fast.unexpected, seen_ids, summary=summary)
     executor = confirm_on
+    fast = evaluate(frame, suite)
+    # rows the evaluation fails will fail GX too: its verdict alone would be a wasted run
+    failing = not fast.unexpected.empty
 
     def launch() -> None:
-        typed.start_validation(executor)
-
-    fast = evaluate(frame, suite)
+        typed.start_validation(executor, failing=failing)
 
     def confirm() -> ValidationSummary:
-        return _confirm(fast, typed.start_validation(executor).result(), typed.source_file)
+        run = typed.start_validation(executor, failing=failing)
+        return _confirm(fast, run.result(), typed.source_file)
 
     return _split(typed, fast.unexpected, seen_ids, confirm=confirm, launch=launch)
 

@@ -25,7 +25,7 @@ from mlplatform.core.expectations import (
     validate,
 )
 from mlplatform.core.generator import generate_ai4i
-from mlplatform.core.ingest import ValidationMismatch, type_and_validate, type_rows
+from mlplatform.core.ingest import ValidationMismatch, type_and_validate, type_rows, validate_rows
 from mlplatform.core.schema import AI4I, ColumnSpec, DatasetSpec, Role
 
 from ._frames import raw_text
@@ -423,6 +423,24 @@ def test_the_summary_run_asks_gx_for_its_verdict_first(monkeypatch: pytest.Monke
     # the summary is GX's whole one: the counts every row would give, and first rows
     assert unexpected_counts(failed) == unexpected_counts(validate(dirty, suite, name="all"))
     assert not failed.unexpected.empty
+
+    # a caller that knows rows fail skips the verdict-only run, for the same summary
+    formats.clear()
+    known = validate(dirty, suite, name="verdict", every_row=False, verdict_first=False)
+    assert formats == ["SUMMARY"]
+    assert unexpected_counts(known) == unexpected_counts(failed)
+
+    # ingestion's confirmation: a chunk the evaluation fails costs GX one run, one that
+    # passes costs its verdict alone
+    formats.clear()
+    with ThreadPoolExecutor(max_workers=1) as gx:
+        dirty_chunk = validate_rows(type_rows(raw_text(60, seed=3).assign(Type="X"), AI4I, "d"))
+        assert dirty_chunk.rows_quarantined == 60
+        assert formats == ["SUMMARY"]
+        formats.clear()
+        confirmed = validate_rows(type_rows(raw_text(60, seed=3), AI4I, "c"), confirm_on=gx)
+        assert confirmed.confirmed().success
+        assert formats == ["BOOLEAN_ONLY"]
 
 
 def test_evaluate_on_clean_rows_finds_nothing() -> None:
