@@ -61,6 +61,7 @@ from mlplatform.resources.feature_tables import SnapshotChanged, SnapshotTable
 from mlplatform.resources.files import (
     TMP_PREFIX,
     file_sha256,
+    fsync_file,
     write_bytes_atomic,
     write_parquet,
 )
@@ -158,12 +159,6 @@ def _recorded_summary(recorded: Mapping[str, Any]) -> ValidationSummary:
         expectations_run=int(recorded.get("expectations_run", 0)),
         rows_checked=int(recorded.get("rows_checked", 0)),
     )
-
-
-def _fsync(path: Path) -> None:
-    """Flush ``path``'s bytes to disk."""
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
 
 
 def _stamp(value: Any) -> pd.Timestamp | None:
@@ -270,7 +265,7 @@ class BatchWriter:
                     f"file says {footer.num_rows:,} rows of {footer.num_columns}"
                 )
             self._sha256[name] = file_sha256(path)
-            _fsync(path)  # on disk before the commit, which then waits for nothing else
+            fsync_file(path)  # on disk before the commit, which then waits for nothing else
             self._stats[name] = (len(rows), lo, hi)
 
         return job
@@ -294,7 +289,7 @@ class BatchWriter:
 
         def job() -> None:
             write_parquet(table, self.tmp / name)
-            _fsync(self.tmp / name)
+            fsync_file(self.tmp / name)
 
         self._submit(job)
         self.quarantine_parts.append(name)

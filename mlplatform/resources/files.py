@@ -28,6 +28,7 @@ __all__ = [
     "atomic_path",
     "errors_naming",
     "file_sha256",
+    "fsync_file",
     "sweep_stale_files",
     "write_bytes_atomic",
     "write_parquet",
@@ -66,11 +67,16 @@ def atomic_path(target: Path) -> Iterator[Path]:
     try:
         with errors_naming(target):
             yield tmp
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
+            fsync_file(tmp)
             os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def fsync_file(path: Path) -> None:
+    """Flush ``path``'s bytes to disk."""
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
 
 
 def sweep_stale_files(folder: Path) -> list[Path]:
