@@ -443,6 +443,93 @@ def test_the_summary_run_asks_gx_for_its_verdict_first(monkeypatch: pytest.Monke
         assert formats == ["BOOLEAN_ONLY"]
 
 
+def _gx_results(frame: pd.DataFrame, suite: list[ExpectationDef], name: str) -> list[Any]:
+    """GX's own COMPLETE results of ``suite`` on ``frame``: its V1 validator, no memo."""
+    from great_expectations.validator.v1_validator import Validator
+
+    run = expectations_module._validation_definition(name, suite)
+    validator = Validator(
+        batch_definition=run.batch_definition,
+        batch_parameters={"dataframe": frame},
+        result_format={
+            "result_format": "COMPLETE",
+            "unexpected_index_column_names": ["source_row"],
+        },
+    )
+    return list(validator.validate_expectation_suite(run.suite).results)
+
+
+def test_a_run_builds_each_configuration_once_and_gx_is_unchanged_outside() -> None:
+    """GX's configuration property is memoized within our runs, on their thread only."""
+    suite = row_expectations(AI4I)
+    validate(_typed(), suite, name="memo")  # installs the memo
+    expectation = expectations_module._validation_definition("memo", suite).suite.expectations[0]
+    # outside a run: GX's own property, a new configuration on every access
+    assert expectation.configuration is not expectation.configuration
+    assert expectation.configuration == expectation.configuration
+    with expectations_module._memoized_configurations():
+        first = expectation.configuration
+        assert expectation.configuration is first
+        # another thread, meanwhile: GX's own property
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            other = pool.submit(lambda: expectation.configuration).result()
+        assert other is not first and other == first
+    assert expectation.configuration is not first
+    assert expectation.configuration == first
+
+
+def test_the_memo_builds_far_fewer_configurations_for_the_same_results(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Same GX results, with and without the memo; the memo builds a fraction of the objects."""
+    from great_expectations.expectations import expectation as gx_expectation
+
+    suite = row_expectations(AI4I)
+    dirty = _dirty_typed_frame()
+    built = 0
+    real = gx_expectation.ExpectationConfiguration
+
+    class Counting(real):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            nonlocal built
+            built += 1
+            super().__init__(*args, **kwargs)
+
+    validate(dirty, suite, name="memo-count")  # the suite and the memo exist
+    monkeypatch.setattr(gx_expectation, "ExpectationConfiguration", Counting)
+    without = _gx_results(dirty, suite, "memo-count")
+    built_without, built = built, 0
+    with expectations_module._memoized_configurations():
+        memoized = _gx_results(dirty, suite, "memo-count")
+    built_with = built
+
+    assert built_with * 5 < built_without, (built_with, built_without)
+    assert len(memoized) == len(without) == len(suite)
+
+    def outcome(r: Any) -> tuple[Any, ...]:
+        res = r.result or {}
+        return (
+            r.expectation_config.type,
+            r.expectation_config.kwargs.get("column"),
+            r.success,
+            res.get("unexpected_count"),
+            sorted(i["source_row"] for i in res.get("unexpected_index_list") or []),
+        )
+
+    assert [outcome(r) for r in memoized] == [outcome(r) for r in without]
+    assert any(not r.success for r in memoized)
+    # and our validate() reports exactly GX's failing rows
+    summary = validate(dirty, suite, name="memo-count")
+    found = zip(summary.unexpected["row_number"], summary.unexpected["expectation"], strict=True)
+    assert sorted(found) == (
+        sorted(
+            (i["source_row"], r.expectation_config.type)
+            for r in without
+            for i in (r.result or {}).get("unexpected_index_list") or []
+        )
+    )
+
+
 def test_evaluate_on_clean_rows_finds_nothing() -> None:
     frame = _dirty_typed_frame().dropna()
     frame = frame[~frame["udi"].duplicated(keep=False)]
