@@ -13,9 +13,12 @@ one CSV file and measures, each path in its own child process:
   :func:`~mlplatform.defs.features.table_version` (the snapshot, its blocking check:
   every part hashed against its digest, footers, recorded verdicts; its metadata),
   then the snapshot file as the IO manager writes it;
-* **bare**: ``pyarrow.csv.read_csv`` + ``pyarrow.parquet.write_table`` of the same file.
+* **bare**: ``pyarrow.csv.read_csv`` + ``pyarrow.parquet.write_table`` of the same file,
+  on each of two allocators for Arrow's memory: pyarrow's default (mimalloc) and the
+  system allocator, which ``mlplatform`` makes Arrow's default (see its ``__init__``).
+  The faster of the two medians is the limit.
 
-Each repetition runs bare then ours, each in a fresh process and a fresh state
+Each repetition runs bare (both allocators) then ours, each in a fresh process and a fresh state
 folder; the median run of each path is reported (the best too). The children import
 Great Expectations and run one tiny validation before timing (reported separately).
 Each child also reports the CPU time it used (all its threads), which a busy machine
@@ -53,6 +56,9 @@ FEATURE_TABLE = "feature_table"
 WARMUP_ROWS = 50
 PROFILE_TOP = 25
 _CHILD_KINDS = ("ours", "bare")
+_POOL_VARIABLE = "ARROW_DEFAULT_MEMORY_POOL"
+# the bare path is measured on both allocators; the faster median is the limit
+_BARE_ALLOCATORS = (None, "system")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -231,6 +237,9 @@ def _child(args: argparse.Namespace) -> int:
         out = _ours(args.csv, args.state, args.chunk_rows)
     # stage peaks were reset as they were read: the process's peak is the largest of them
     out["peak_rss_mb"] = max(peak_rss_mb(), *out["stage_peak_rss_mb"].values())
+    import pyarrow as pa
+
+    out["allocator"] = pa.default_memory_pool().backend_name
     args.result.write_text(json.dumps(out))
     return 0
 
@@ -239,9 +248,20 @@ def _child(args: argparse.Namespace) -> int:
 
 
 def _run_child(
-    kind: str, csv: Path, state: Path, chunk_rows: int | None, *, profile: bool = False
+    kind: str,
+    csv: Path,
+    state: Path,
+    chunk_rows: int | None,
+    *,
+    profile: bool = False,
+    allocator: str | None = None,
 ) -> dict[str, Any]:
-    """One measurement in a fresh process; its own numbers plus its RSS high-water mark."""
+    """One measurement in a fresh process; its own numbers plus its RSS high-water mark.
+
+    ``allocator`` sets Arrow's memory pool (``ARROW_DEFAULT_MEMORY_POOL``); None leaves
+    the child its default: pyarrow's own (mimalloc) for the bare path, the one the
+    ``mlplatform`` package sets (the system allocator) for ours.
+    """
     result = state.with_suffix(".json")
     argv = [
         sys.executable,
@@ -260,6 +280,11 @@ def _run_child(
     if profile:
         argv.append("--profile")
     env = {**os.environ, "GX_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+    # this process imported mlplatform, which set the variable: a child gets only the
+    # allocator asked for (none: the default of what it imports)
+    env.pop(_POOL_VARIABLE, None)
+    if allocator is not None:
+        env[_POOL_VARIABLE] = allocator
     subprocess.run(argv, check=True, env=env)
     out: dict[str, Any] = json.loads(result.read_text())
     shutil.rmtree(state, ignore_errors=True)  # keep at most one state folder on disk
@@ -308,16 +333,25 @@ def main(argv: list[str] | None = None) -> int:
             f"in {time.perf_counter() - started:.1f} s (not timed)"
         )
         file_mb = csv.stat().st_size / 1e6
-        bare_runs: list[dict[str, Any]] = []
+        bare_by_allocator: dict[str, list[dict[str, Any]]] = {
+            str(a or "default"): [] for a in _BARE_ALLOCATORS
+        }
         our_runs: list[dict[str, Any]] = []
         for i in range(max(1, args.repeat)):
-            bare_runs.append(_run_child("bare", csv, work / f"bare-{i}", args.chunk_rows))
+            for allocator in _BARE_ALLOCATORS:
+                run = _run_child(
+                    "bare", csv, work / f"bare-{i}", args.chunk_rows, allocator=allocator
+                )
+                if run["rows"] != args.rows:
+                    raise RuntimeError(f"bare read {run['rows']} of {args.rows} rows")
+                bare_by_allocator[str(allocator or "default")].append(run)
             our_runs.append(_run_child("ours", csv, work / f"ours-{i}", args.chunk_rows))
             _check_counts(our_runs[-1], args.rows)
-            if bare_runs[-1]["rows"] != args.rows:
-                raise RuntimeError(f"bare read {bare_runs[-1]['rows']} of {args.rows} rows")
+            bare_now = ", ".join(
+                f"{name} {runs[-1]['seconds']:.2f} s" for name, runs in bare_by_allocator.items()
+            )
             print(
-                f"repetition {i + 1}: bare {bare_runs[-1]['seconds']:.2f} s, "
+                f"repetition {i + 1}: bare ({bare_now}), "
                 f"ours {our_runs[-1]['seconds']:.2f} s "
                 f"(peak RSS {our_runs[-1]['peak_rss_mb']:.0f} MB)"
             )
@@ -326,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
             _check_counts(profiled, args.rows)
             print(profiled["profile"])
 
+    bare_runs = min(bare_by_allocator.values(), key=lambda runs: _median_run(runs)["seconds"])
     median_bare = _median_run(bare_runs)
     median = _median_run(our_runs)
     ours_rate = _rate(args.rows, median["seconds"])
@@ -367,6 +402,11 @@ def main(argv: list[str] | None = None) -> int:
         "our_cpu_seconds_runs": [round(r["cpu_seconds"], 3) for r in our_runs],
         "bare_cpu_seconds_runs": [round(r["cpu_seconds"], 3) for r in bare_runs],
         "bare_peak_rss_mb": round(max(r["peak_rss_mb"] for r in bare_runs), 1),
+        "bare_allocator": bare_runs[0]["allocator"],
+        "bare_seconds_by_allocator": {
+            name: round(_median_run(runs)["seconds"], 3) for name, runs in bare_by_allocator.items()
+        },
+        "our_allocator": median["allocator"],
         "gx_import_seconds": round(min(r["gx_import_seconds"] for r in our_runs), 3),
         "warmup_validation_seconds": round(min(r["warmup_seconds"] for r in our_runs), 3),
         "table_read_back_seconds": round(median["table_read_back_seconds"], 3),

@@ -57,3 +57,10 @@ def test_ingestion_benchmark_reports_every_row(tmp_path: Path) -> None:
     assert result["meets_target"] == (
         result["ratio"] >= result["target"] and result["peak_rss_mb"] <= result["memory_target_mb"]
     )
+    # the bare limit is the faster of pyarrow's default allocator and the system one;
+    # ours runs on the allocator the package sets
+    by_allocator = result["bare_seconds_by_allocator"]
+    assert set(by_allocator) == {"default", "system"}
+    assert result["bare_seconds"] == min(by_allocator.values())
+    assert result["our_allocator"] == "system"
+    assert result["bare_allocator"] in {"mimalloc", "jemalloc", "system"}
