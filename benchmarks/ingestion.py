@@ -18,9 +18,10 @@ one CSV file and measures, each path in its own child process:
   system allocator, which ``mlplatform`` makes Arrow's default (see its ``__init__``).
   The faster of the two medians is the limit.
 
-Each repetition runs bare (both allocators) then ours, each in a fresh process and a fresh state
-folder; the median run of each path is reported (the best too). The children import
-Great Expectations and run one tiny validation before timing (reported separately).
+Each repetition runs bare (on both allocators) then ours, each in a fresh process and
+a fresh state folder; the median run of each path is reported (the best too). The
+children import Great Expectations and run one tiny validation before timing
+(reported separately).
 Each child also reports the CPU time it used (all its threads), which a busy machine
 inflates less than wall time. Ends with one JSON line.
 
@@ -369,7 +370,9 @@ def main(argv: list[str] | None = None) -> int:
     ingest_seconds = statistics.median(
         r["stages"]["hash_plan"] + r["stages"]["read_type_validate_store"] for r in our_runs
     )
-    best_ratio = min(r["seconds"] for r in bare_runs) / min(r["seconds"] for r in our_runs)
+    # the fastest bare run on either allocator against our fastest
+    fastest_bare = min(r["seconds"] for runs in bare_by_allocator.values() for r in runs)
+    best_ratio = fastest_bare / min(r["seconds"] for r in our_runs)
     peak_mb = max(r["peak_rss_mb"] for r in our_runs)
     fast_enough = ratio >= TARGET_RATIO
     small_enough = peak_mb <= MEMORY_TARGET_MB
