@@ -38,3 +38,10 @@ def test_an_allocator_chosen_in_the_environment_wins(chosen: str) -> None:
     except NotImplementedError:
         pytest.skip(f"this pyarrow build has no {chosen}")
     assert _pool(ARROW_DEFAULT_MEMORY_POOL=chosen) == chosen
+
+
+def test_the_declared_default_is_the_one_the_package_sets() -> None:
+    from mlplatform.settings import ENVIRONMENT
+
+    declared = next(s for s in ENVIRONMENT if s.name == "ARROW_DEFAULT_MEMORY_POOL")
+    assert declared.default == _pool()
