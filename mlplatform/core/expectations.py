@@ -279,7 +279,7 @@ class ValidationSummary:
 
 
 _CONTEXT: Any = None
-_VALIDATORS: dict[tuple[str, tuple[tuple[str, str], ...]], _SuiteRun] = {}
+_SUITE_RUNS: dict[tuple[str, tuple[tuple[str, str], ...]], _SuiteRun] = {}
 
 
 def _context() -> Any:
@@ -328,17 +328,17 @@ class _SuiteRun:
             return validator.validate_expectation_suite(self.suite)
 
 
-def _validation_definition(name: str, expectations: list[ExpectationDef]) -> _SuiteRun:
+def _suite_run(name: str, expectations: list[ExpectationDef]) -> _SuiteRun:
     """The GX suite of ``expectations`` under ``name``, built once per process."""
     key = (name, tuple((e.type, repr(sorted(e.kwargs.items()))) for e in expectations))
-    found = _VALIDATORS.get(key)
+    found = _SUITE_RUNS.get(key)
     if found is not None:
         return found
     import great_expectations as gx
     from great_expectations.expectations.registry import get_expectation_impl
 
     ctx = _context()
-    tag = f"{name}-{len(_VALIDATORS)}"
+    tag = f"{name}-{len(_SUITE_RUNS)}"
     source = ctx.data_sources.add_pandas(f"frames-{tag}")
     batch = source.add_dataframe_asset(f"frame-{tag}").add_batch_definition_whole_dataframe("whole")
     # the suite is built whole, not by suite.add_expectation(), which re-serializes the
@@ -348,7 +348,7 @@ def _validation_definition(name: str, expectations: list[ExpectationDef]) -> _Su
         name=f"suite-{tag}",
         expectations=[get_expectation_impl(e.type)(**e.kwargs) for e in expectations],
     )
-    found = _VALIDATORS[key] = _SuiteRun(batch, suite)
+    found = _SUITE_RUNS[key] = _SuiteRun(batch, suite)
     return found
 
 
@@ -521,14 +521,14 @@ def _validate(
     """
     if not expectations:
         return ValidationSummary(rows_checked=len(data))
-    definition = _validation_definition(name, expectations)
+    suite_run = _suite_run(name, expectations)
     if not every_row and verdict_first:
-        verdict = definition.run(
+        verdict = suite_run.run(
             batch_parameters={"dataframe": data}, result_format={"result_format": "BOOLEAN_ONLY"}
         )
         if all(r.success for r in verdict.results):
             return ValidationSummary(expectations_run=len(verdict.results), rows_checked=len(data))
-    result = definition.run(
+    result = suite_run.run(
         batch_parameters={"dataframe": data},
         result_format={
             "result_format": "COMPLETE" if every_row else "SUMMARY",

@@ -396,7 +396,7 @@ def test_the_summary_run_asks_gx_for_its_verdict_first(monkeypatch: pytest.Monke
     clean = _typed(200)
     dirty = _dirty_typed_frame()
     formats: list[str] = []
-    original = expectations_module._validation_definition
+    original = expectations_module._suite_run
 
     class Recording:
         def __init__(self, definition: Any) -> None:
@@ -408,7 +408,7 @@ def test_the_summary_run_asks_gx_for_its_verdict_first(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(
         expectations_module,
-        "_validation_definition",
+        "_suite_run",
         lambda name, suite: Recording(original(name, suite)),
     )
 
@@ -447,7 +447,7 @@ def _gx_results(frame: pd.DataFrame, suite: list[ExpectationDef], name: str) -> 
     """GX's own COMPLETE results of ``suite`` on ``frame``: its V1 validator, no memo."""
     from great_expectations.validator.v1_validator import Validator
 
-    run = expectations_module._validation_definition(name, suite)
+    run = expectations_module._suite_run(name, suite)
     validator = Validator(
         batch_definition=run.batch_definition,
         batch_parameters={"dataframe": frame},
@@ -463,7 +463,7 @@ def test_a_run_builds_each_configuration_once_and_gx_is_unchanged_outside() -> N
     """GX's configuration property is memoized within our runs, on their thread only."""
     suite = row_expectations(AI4I)
     validate(_typed(), suite, name="memo")  # installs the memo
-    expectation = expectations_module._validation_definition("memo", suite).suite.expectations[0]
+    expectation = expectations_module._suite_run("memo", suite).suite.expectations[0]
     # outside a run: GX's own property, a new configuration on every access
     assert expectation.configuration is not expectation.configuration
     assert expectation.configuration == expectation.configuration
